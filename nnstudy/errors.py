@@ -1,0 +1,33 @@
+"""Errors a user can act on: each message is one paragraph naming the file, field and value."""
+
+
+class NnstudyError(Exception):
+    """Base class for problems caused by input or configuration, shown without a traceback."""
+
+
+class DataNotFoundError(NnstudyError):
+    """A data set is in none of the places nnstudy looks, and cannot be downloaded."""
+
+
+class DataIntegrityError(NnstudyError):
+    """A file's checksum differs from the catalog's."""
+
+
+class DataFormatError(NnstudyError):
+    """A raw file cannot be parsed: wrong field count, bad magic number, non-numeric value..."""
+
+
+class DownloadError(NnstudyError):
+    """A download failed after its retries."""
+
+
+class ValidationFailed(NnstudyError):
+    """A data set failed its expectation suite."""
+
+
+class StudySpecError(NnstudyError):
+    """The study specification (YAML or parameters) is invalid."""
+
+
+class TrialsFailed(NnstudyError):
+    """One or more training trials failed."""
