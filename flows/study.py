@@ -1,0 +1,89 @@
+"""The study flow: validated ingest -> cached preprocessing -> one training task per trial -> report."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from nnstudy import __version__
+from nnstudy.errors import TrialsFailed
+from nnstudy.settings import RunSettings
+from schemas.study import ProfileName, load_study
+from tasks.preprocess import PreprocessSettings
+from tasks.steps import (preprocess_experiment, require_valid, resolve_data, train_trial, validate_data,
+                         write_report)
+
+DatasetName = Literal["mnist", "boston", "adult"]
+
+
+def gather_trials(futures: list, total: int) -> tuple[list[dict], int]:
+    """Wait for the trial futures, logging progress; raise one error listing every failed trial."""
+    logger = get_run_logger()
+    rows, cached, failures = [], 0, []
+    for done, future in enumerate(as_completed(futures), start=1):
+        state = future.state
+        if state.is_completed():
+            trial_rows = future.result()
+            rows.extend(trial_rows)
+            cached += state.name == "Cached"
+            test = next(r for r in trial_rows if r["split"] == "test")
+            main = f"test f1 {test['f1']:.4f}" if test["task"] == "classification" else f"test rmse {test['rmse']:.4f}"
+            how = "cached" if state.name == "Cached" else f"trained in {test['train_seconds']:.1f}s"
+            logger.info("[%d/%d] %s: %s, %s", done, total, future.task_run_name, how, main)
+        else:
+            failures.append(f"{future.task_run_name}: {state.message}")
+            logger.error("[%d/%d] %s failed: %s", done, total, future.task_run_name, state.message)
+    if failures:
+        raise TrialsFailed(f"{len(failures)} of {total} trials failed; finished trials are cached and a rerun "
+                           f"resumes from them. Failures: " + "; ".join(failures[:5])
+                           + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "") + ".")
+    return rows, cached
+
+
+@flow(name="nnstudy", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = None,
+          seeds: list[int] | None = None, data_dir: str | None = None, out: str | None = None,
+          allow_unverified: bool = False, study_file: str | None = None) -> str:
+    """Reproduce the published study: validate data, preprocess, train every grid cell, write the report."""
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    settings = RunSettings.resolve(profile=profile, data_dir=data_dir, out=out, allow_unverified=allow_unverified)
+    spec = load_study(Path(study_file) if study_file else None)
+    run_profile = spec.profile(profile)
+    experiments = spec.experiments_for(datasets)
+    trials = spec.trials(profile, datasets, seeds)
+    needed = sorted({e.dataset for e in experiments.values()})
+
+    resolved = {name: resolve_data.submit(name, settings, run_profile.accept_mnist_subsample) for name in needed}
+    resolved = {name: future.result() for name, future in resolved.items()}
+    validation = {name: validate_data.submit(resolved[name]) for name in needed}
+    validation = {name: future.result() for name, future in validation.items()}
+    require_valid([report for reports in validation.values() for report in reports])
+
+    prepared = {name: preprocess_experiment.submit(
+        resolved[experiment.dataset],
+        PreprocessSettings.for_experiment(name, experiment, max_train_rows=run_profile.max_train_rows,
+                                          max_test_rows=run_profile.max_test_rows),
+        settings.cache_dir) for name, experiment in experiments.items()}
+    prepared = {name: future.result() for name, future in prepared.items()}
+
+    futures = [train_trial.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target)
+               for trial in trials]
+    rows, cached = gather_trials(futures, len(trials))
+
+    run_info = {"started": started.isoformat(timespec="seconds"), "profile": profile,
+                "seeds": seeds or run_profile.seeds, "n_trials": len(trials), "trials_cached": cached,
+                "wall_seconds": round(time.perf_counter() - clock, 1), "nnstudy_version": __version__}
+    path = write_report(rows, study=spec, profile=profile, experiments=list(experiments), resolved=resolved,
+                        validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir)
+    get_run_logger().info("Report written to %s", path)
+    return str(path)
+
+
+if __name__ == "__main__":
+    study(profile="quick", data_dir="../shared/datasets")

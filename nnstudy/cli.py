@@ -1,0 +1,117 @@
+"""Command line: `nnstudy run` runs the study flow locally in Prefect's ephemeral mode."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from nnstudy import __version__
+from nnstudy.errors import NnstudyError
+from nnstudy.runtime import quiet_libraries, tidy_console, use_state_root
+from nnstudy.settings import RunSettings
+
+DATASETS = ("mnist", "boston", "adult")
+EXAMPLES = """\
+examples:
+  nnstudy run --profile quick --data-dir ../shared/datasets
+  nnstudy run --profile sample --datasets boston,adult --out reports/tabular
+  nnstudy grid --profile sample
+"""
+
+
+def _dataset_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown data set(s) {unknown or text!r}; choose from {','.join(DATASETS)}")
+    return names
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `nnstudy` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="nnstudy", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Reproducible hyperparameter studies of feed-forward neural networks (MNIST, Boston "
+                    "Housing, UCI Adult), orchestrated by Prefect.")
+    parser.add_argument("--version", action="version", version=f"nnstudy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the study and write report.md and results.parquet",
+                              description="Validate the data, preprocess it (cached), train every grid cell "
+                                          "and seed (cached per trial), and write the report.")
+    run.add_argument("--profile", choices=("quick", "sample", "full"), default="quick",
+                     help="quick: ~1 minute smoke run; sample: the full grid on local data; "
+                          "full: the published study on full MNIST (default: quick)")
+    run.add_argument("--data-dir", help="folder with adult/, boston/, mnist/ or mnist-5k/ "
+                                        "(default: $NNSTUDY_DATA_DIR, then the download cache)")
+    run.add_argument("--datasets", type=_dataset_list, help="comma-separated subset of mnist,boston,adult")
+    run.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the profile's)")
+    run.add_argument("--out", help="output folder (default: reports/<profile>)")
+    run.add_argument("--study-file", help="study YAML to use instead of the built-in schemas/study.yaml")
+    run.add_argument("--allow-unverified", action="store_true",
+                     help="use data files whose checksums differ from the catalog (the report flags them)")
+    run.add_argument("--verbose", action="store_true", help="also show Prefect's per-task-run log lines")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    grid = commands.add_parser("grid", help="list the trials a profile would run, without running them")
+    grid.add_argument("--profile", choices=("quick", "sample", "full"), default="quick")
+    grid.add_argument("--datasets", type=_dataset_list)
+    grid.add_argument("--seeds", type=_seed_list)
+    grid.add_argument("--study-file")
+    return parser
+
+
+def _print_grid(args: argparse.Namespace) -> int:
+    from schemas.study import load_study
+
+    trials = load_study(Path(args.study_file) if args.study_file else None).trials(
+        args.profile, args.datasets, args.seeds)
+    for trial in trials:
+        print(trial.label)
+    print(f"{len(trials)} trials")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = RunSettings.resolve(profile=args.profile, data_dir=args.data_dir, out=args.out,
+                                   allow_unverified=args.allow_unverified)
+    use_state_root(settings.home)
+    from flows.study import study
+
+    tidy_console(verbose=args.verbose, debug=args.debug)
+    report = study(profile=args.profile, datasets=args.datasets, seeds=args.seeds,
+                   data_dir=str(settings.data_dir) if settings.data_dir else None,
+                   out=str(settings.out_dir), allow_unverified=args.allow_unverified,
+                   study_file=args.study_file)
+    print(f"\nReport:  {report}\nResults: {Path(report).with_name('results.parquet')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nnstudy` console script."""
+    quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return _print_grid(args) if args.command == "grid" else _run(args)
+    except NnstudyError as exc:
+        if getattr(args, "debug", False):
+            raise
+        message = textwrap.fill(str(exc), width=100, break_long_words=False, break_on_hyphens=False)
+        print(f"\nnnstudy: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nnnstudy: interrupted; finished trials are cached and a rerun resumes from them.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Process set-up shared by the CLI, deployments and workers: quiet libraries, one state root."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+# TensorFlow prints oneDNN/absl notices on import unless both are set before it loads.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def quiet_libraries() -> None:
+    """Keep TensorFlow, Great Expectations and absl noise out of the terminal (call before importing them)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in ("tensorflow", "absl", "great_expectations", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def use_state_root(home: Path) -> None:
+    """Point Prefect's home (ephemeral database, result storage) inside nnstudy's state root."""
+    os.environ.setdefault("PREFECT_HOME", str(home.resolve() / "prefect"))
+
+
+class _ConsoleFilter(logging.Filter):
+    """Drops per-task-run chatter and tracebacks from the console; the Prefect API still gets them."""
+
+    def __init__(self, verbose: bool, debug: bool) -> None:
+        super().__init__()
+        self.verbose, self.debug = verbose, debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.verbose and record.name == "prefect.task_runs" and record.levelno < logging.WARNING:
+            return False
+        if not self.debug and record.exc_info:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def tidy_console(verbose: bool = False, debug: bool = False) -> None:
+    """Install the console filter on the root handlers that Prefect set up."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ConsoleFilter(verbose, debug))

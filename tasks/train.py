@@ -1,0 +1,87 @@
+"""One trial: build a Keras MLP for a grid cell, train it with its seed, and score it on train and test."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from schemas.study import TrialSpec
+from tasks.metrics import ALL_METRICS, classification_metrics, regression_metrics
+
+# Bump when training changes in a way that changes results, so cached trials are not reused.
+TRAINER_VERSION = "1"
+# Steps run per compiled call: tiny MLPs spend most of a step in Python/TF dispatch.
+STEPS_PER_EXECUTION = 32
+
+
+def output_layer(task: str, n_classes: int | None) -> tuple[int, str, str]:
+    """Units, activation and loss of the output layer for a task."""
+    if task == "regression":
+        return 1, "linear", "mean_squared_error"
+    if n_classes == 2:
+        return 1, "sigmoid", "binary_crossentropy"
+    return int(n_classes), "softmax", "sparse_categorical_crossentropy"
+
+
+def build_mlp(n_features: int, spec: TrialSpec, n_classes: int | None):
+    """`hidden_layers` Dense layers of `units` with the cell's activation, then the task's output layer."""
+    import keras
+
+    units, activation, loss = output_layer(spec.task, n_classes)
+    layers = [keras.Input(shape=(n_features,))]
+    layers += [keras.layers.Dense(spec.units, activation=spec.activation) for _ in range(spec.hidden_layers)]
+    layers.append(keras.layers.Dense(units, activation=activation))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
+    return model
+
+
+def predict(model, x: np.ndarray, task: str, n_classes: int | None,
+            target_mean: float | None, target_std: float | None) -> np.ndarray:
+    """Model outputs as class labels or as targets in their original units."""
+    # A direct call avoids building (and retracing) a predict function per model.
+    raw = np.concatenate([np.asarray(model(x[i:i + 16384], training=False)) for i in range(0, len(x), 16384)])
+    if task == "regression":
+        return raw.ravel() * (target_std or 1.0) + (target_mean or 0.0)
+    if n_classes == 2:
+        return (raw.ravel() >= 0.5).astype("int64")
+    return raw.argmax(axis=1)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, task: str, n_classes: int | None) -> dict[str, float]:
+    """All metric columns; those that do not apply to the task are NaN."""
+    if task == "regression":
+        found = regression_metrics(y_true, y_pred)
+    elif n_classes == 2:
+        found = classification_metrics(y_true, y_pred, labels=[0, 1], positive_label=1)
+    else:
+        found = classification_metrics(y_true, y_pred, labels=list(range(int(n_classes))))
+    return {name: found.get(name, float("nan")) for name in ALL_METRICS}
+
+
+def fit_and_evaluate(arrays: dict[str, np.ndarray], spec: TrialSpec, *, n_classes: int | None,
+                     target_mean: float | None, target_std: float | None) -> dict:
+    """Train one model from its seed and return its metrics per split and its training seconds."""
+    import keras
+
+    # A fresh graph per trial keeps memory flat over hundreds of trials in one worker.
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(spec.seed)
+    model = build_mlp(arrays["x_train"].shape[1], spec, n_classes)
+    y_fit = arrays["y_train"]
+    if spec.task == "regression" and target_std:
+        y_fit = ((y_fit - target_mean) / target_std).astype("float32")
+    started = time.perf_counter()
+    history = model.fit(arrays["x_train"], y_fit, epochs=spec.epochs, batch_size=spec.batch_size,
+                        shuffle=True, verbose=0)
+    seconds = time.perf_counter() - started
+    metrics = {split: score(arrays[f"y_{split}"],
+                            predict(model, arrays[f"x_{split}"], spec.task, n_classes, target_mean, target_std),
+                            spec.task, n_classes)
+               for split in ("train", "test")}
+    return {"metrics": metrics, "train_seconds": seconds,
+            "final_loss": float(history.history["loss"][-1]),
+            "n_rows": {split: int(len(arrays[f"y_{split}"])) for split in ("train", "test")}}
