@@ -105,6 +105,16 @@ class CatalogFormat(BaseModel):
         """True when every required file has a URL."""
         return all(f.url for f in self.required_files)
 
+    def expected_rows(self) -> dict[str, int | None]:
+        """Expected row count per role; an archive's splits become '<role>_<split>' keys."""
+        rows: dict[str, int | None] = {}
+        for cfile in self.files:
+            if isinstance(cfile.rows, dict):
+                rows.update({f"{cfile.role}_{split}": n for split, n in cfile.rows.items()})
+            else:
+                rows[cfile.role] = cfile.rows
+        return rows
+
 
 class CatalogEntry(BaseModel):
     """One variant of a data set, stored in a folder named after the entry."""
@@ -138,7 +148,9 @@ class ResolvedFile(BaseModel):
     sha256: str
     bytes: int
     verified: bool
-    expected_rows: int | dict[str, int] | None = None
+    # The catalog's expected records: the total for an archive, whose splits are in split_rows.
+    rows: int | None = None
+    split_rows: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form, paths as strings."""
@@ -158,6 +170,14 @@ class ResolvedData(BaseModel):
     files: dict[str, ResolvedFile]
     subsample: bool = False
 
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files_by_role(cls, value: object) -> object:
+        """Accept the list that to_dict() writes as well as a mapping by role."""
+        if isinstance(value, list):
+            return {item["role"]: item for item in value}
+        return value
+
     def path(self, role: str) -> Path:
         """The path of the file with this role, or DataNotFoundError if it is absent."""
         if role not in self.files:
@@ -169,8 +189,10 @@ class ResolvedData(BaseModel):
         return self.files[role].path
 
     def to_dict(self) -> dict:
-        """JSON-ready form, paths as strings."""
-        return self.model_dump(mode="json")
+        """JSON-ready form, paths as strings, files as a list in catalog order (for the report)."""
+        data = self.model_dump(mode="json")
+        data["files"] = list(data["files"].values())
+        return data
 
 
 def default_catalog_path() -> Path:
@@ -330,7 +352,7 @@ def _verify(
         verified = _check_file(entry, cfile, path, md5, sha256, catalog, allow_unverified)
         files[cfile.role] = ResolvedFile(
             role=cfile.role, path=path, md5=md5, sha256=sha256, bytes=path.stat().st_size,
-            verified=verified, expected_rows=cfile.rows,
+            verified=verified, **_row_fields(cfile.rows),
         )
     log.info("Using %s data from %s (entry %s, format %s, source %s)",
              entry.dataset, directory, entry.name, fmt.name, source)
@@ -338,6 +360,13 @@ def _verify(
         entry=entry.name, dataset=entry.dataset, format=fmt.name, source=source,
         directory=directory, files=files, subsample=entry.subsample,
     )
+
+
+def _row_fields(rows: int | dict[str, int] | None) -> dict:
+    """ResolvedFile's rows/split_rows from the catalog's rows value."""
+    if isinstance(rows, dict):
+        return {"rows": sum(rows.values()), "split_rows": dict(rows)}
+    return {"rows": rows, "split_rows": None}
 
 
 def _check_file(
@@ -476,8 +505,9 @@ def _subsample_hint(
         for entry in skipped:
             if _matching_format(entry, base / entry.name) is not None:
                 return (
-                    f"A subsample (entry '{entry.name}') is present at {base / entry.name}; "
-                    "it is used only when subsamples are accepted (--accept-subsample). "
+                    f"A subsample (entry '{entry.name}') is present at {base / entry.name}, but "
+                    "this run needs the full data; choose a profile that accepts a subsample "
+                    "(accept_mnist_subsample: true, e.g. --profile sample) to use it. "
                 )
     return ""
 
@@ -513,6 +543,7 @@ def download_file(
             log.warning("Attempt %d/%d: %s has the wrong checksum (%s)",
                         attempt, attempts, url, "; ".join(mismatch))
         except urllib.error.HTTPError as exc:
+            exc.close()  # an HTTPError holds the open response; release its socket now
             if exc.code not in RETRYABLE_HTTP_CODES:
                 raise _download_error(url, dest, attempt, exc) from exc
             last_error, mismatch = exc, []
@@ -525,7 +556,7 @@ def download_file(
             part.unlink(missing_ok=True)
     if mismatch:
         raise DataIntegrityError(
-            f"The file downloaded from {url} had the wrong checksum on all {attempts} attempt(s): "
+            f"The file downloaded from {url} still had the wrong checksum after {attempts} attempt(s): "
             f"{'; '.join(mismatch)}. Nothing was written to {dest}. The server may serve a "
             "different version; fetch a good copy by hand and point --data-dir at it, or rerun "
             "with --allow-unverified to accept the downloaded file."

@@ -226,24 +226,37 @@ def read_mnist_npz(path: Path) -> dict[str, np.ndarray]:
     """Read the Keras mnist.npz archive into x_train, y_train, x_test, y_test."""
     path = Path(path)
     _require_file(path)
-    hint = "Delete it and fetch it again (the Keras mnist.npz archive)."
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(f"{path} is not a readable .npz (zip) archive ({exc}). {hint}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataFormatError(f"{path} holds a single .npy array, not an .npz archive. {hint}")
-    with archive:
-        missing = [key for key in MNIST_KEYS if key not in archive.files]
-        if missing:
-            raise DataFormatError(
-                f"{path} lacks the arrays {missing}; it holds {sorted(archive.files)}, expected "
-                f"{list(MNIST_KEYS)}. {hint}"
-            )
+    # Our own handle: np.load leaks the file it opened when the zip turns out to be corrupt.
+    with open(path, "rb") as handle:
         try:
-            return {key: archive[key] for key in MNIST_KEYS}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise DataFormatError(f"{path} has a corrupt array ({exc}). {hint}") from exc
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise _npz_error(path, f"is not a readable .npz (zip) archive ({exc})") from exc
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise _npz_error(path, "holds a single .npy array, not an .npz archive")
+        with archive:
+            return _npz_arrays(path, archive)
+
+
+def _npz_arrays(path: Path, archive: np.lib.npyio.NpzFile) -> dict[str, np.ndarray]:
+    """The four MNIST arrays of an open archive."""
+    missing = [key for key in MNIST_KEYS if key not in archive.files]
+    if missing:
+        raise _npz_error(
+            path, f"lacks the arrays {missing}; it holds {sorted(archive.files)}, expected "
+            f"{list(MNIST_KEYS)}"
+        )
+    try:
+        return {key: archive[key] for key in MNIST_KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _npz_error(path, f"has a corrupt array ({exc})") from exc
+
+
+def _npz_error(path: Path, problem: str) -> DataFormatError:
+    """A DataFormatError for the MNIST archive with the usual remedy."""
+    return DataFormatError(
+        f"{path} {problem}. Delete it and fetch it again (the Keras mnist.npz archive)."
+    )
 
 
 def _check_mnist(arrays: dict[str, np.ndarray], sources: dict[str, str]) -> None:

@@ -36,8 +36,7 @@ def resolve_data(dataset: str, settings: RunSettings, accept_subsample: bool) ->
 def expected_rows(resolved: catalog.ResolvedData) -> dict[str, int | None]:
     """Row count the catalog gives for each file role of a resolved data set."""
     entry = catalog.load_catalog()[resolved.entry]
-    fmt = next(f for f in entry.formats if f.name == resolved.format)
-    return {f.role: f.rows for f in fmt.files}
+    return next(f for f in entry.formats if f.name == resolved.format).expected_rows()
 
 
 @task(name="validate-data", task_run_name="validate {resolved.entry}", cache_policy=NO_CACHE)

@@ -117,7 +117,8 @@ def load_suite(name: str, directory: Path | None = None) -> gx.ExpectationSuite:
         raise SuiteError(f"Expectation suite {path} is invalid: {' '.join(str(exc).split())}") from exc
     # GX logs and silently drops expectations of unknown type, so a typo would shrink the suite unnoticed.
     if len(suite.expectations) != len(raw.get("expectations", [])):
-        dropped = Counter(e.get("type") for e in raw["expectations"]) - Counter(e.expectation_type for e in suite.expectations)
+        built = Counter(e.expectation_type for e in suite.expectations)
+        dropped = Counter(e.get("type") for e in raw["expectations"]) - built
         reasons = "; ".join(m.splitlines()[0] for m in gx_errors)
         raise SuiteError(
             f"Expectation suite {path} lists {len(raw['expectations'])} expectations but GX built only "
@@ -150,7 +151,8 @@ def validate_frame(
     suite = load_suite(suite_name)
     missing = sorted(set(suite.suite_parameter_options) - set(parameters))
     if missing:
-        raise ValueError(f"Suite {suite_name!r} needs parameters {missing} (e.g. the catalog's row count); got {sorted(parameters)}.")
+        raise ValueError(f"Suite {suite_name!r} needs parameters {missing} (e.g. the catalog's row count); "
+                         f"got {sorted(parameters)}.")
     with _GX_LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
         res = batch.validate(suite, result_format="SUMMARY", expectation_parameters=parameters)
@@ -180,7 +182,8 @@ def _exception_messages(info: Any) -> list[str]:
         return []
     if "raised_exception" in info:
         return [str(info["exception_message"])] if info["raised_exception"] else []
-    return sorted({str(v["exception_message"]) for v in info.values() if isinstance(v, dict) and v.get("raised_exception")})
+    return sorted({str(v["exception_message"]) for v in info.values()
+                   if isinstance(v, dict) and v.get("raised_exception")})
 
 
 def _short(value: Any) -> str:
@@ -214,7 +217,8 @@ def _unexpected_sentence(what: str, unexpected: int, total: int, examples: list[
                          rows: list[Any] | None = None) -> str:
     """'<what>: 1 of 32,561 values (0.00307%) unexpected, e.g. [150] at rows [3] (expected ...)'."""
     percent = 100.0 * unexpected / total if total else 0.0
-    text = f"{what}: {unexpected:,} of {total:,} values ({percent:.3g}%) unexpected, e.g. {list(examples)[:MAX_EXAMPLES]!r}"
+    text = (f"{what}: {unexpected:,} of {total:,} values ({percent:.3g}%) unexpected, "
+            f"e.g. {list(examples)[:MAX_EXAMPLES]!r}")
     if rows:  # DataFrame index labels, so the user can find the line in the file
         text += f" at rows {list(rows)[:MAX_EXAMPLES]!r}"
     return text + (f" (expected {expected})" if expected else "")
@@ -236,7 +240,8 @@ def _column_list_difference(observed: list[str], expected: list[str]) -> str:
 
 def _check(name: str, array: str, success: bool, observed: Any, expected: Any, **extra: Any) -> dict[str, Any]:
     """One numpy check in the same spirit as a GX result entry."""
-    return {"check": name, "array": array, "success": bool(success), "observed": observed, "expected": expected, **extra}
+    return {"check": name, "array": array, "success": bool(success),
+            "observed": observed, "expected": expected, **extra}
 
 
 def _out_of_range(name: str, array: str, values: np.ndarray, lo: int, hi: int) -> dict[str, Any]:
@@ -251,13 +256,13 @@ def _out_of_range(name: str, array: str, values: np.ndarray, lo: int, hi: int) -
 
 def _mnist_image_checks(x: np.ndarray, split: str, expected_rows: int) -> list[dict[str, Any]]:
     """Shape, dtype, pixel range, non-blank and row count of one image array."""
-    name = f"x_{split}"
+    name, numeric = f"x_{split}", np.issubdtype(x.dtype, np.number)
     return [
         _check("images_shape", name, x.ndim == 3 and x.shape[1:] == (28, 28), list(x.shape), "(N, 28, 28)"),
         _check("images_dtype", name, x.dtype == np.uint8, str(x.dtype), "uint8"),
         _out_of_range("pixel_range", name, x, 0, 255),
-        _check("images_not_blank", name, x.size > 0 and bool(np.any(x)),
-               x.max().item() if x.size else None, "max > 0"),
+        _check("images_not_blank", name, numeric and x.size > 0 and bool(np.any(x)),
+               x.max().item() if numeric and x.size else None, "max > 0"),
         _check("row_count", name, x.shape[0] == expected_rows if x.ndim else False,
                int(x.shape[0]) if x.ndim else None, expected_rows),
     ]
@@ -325,9 +330,10 @@ def validate_mnist(
     expected_test_rows: int,
     min_per_class_fraction: float = 0.05,
 ) -> ValidationReport:
-    """Check MNIST arrays (x_/y_ train/test) with numpy; each digit must be at least `min_per_class_fraction` of its split."""
+    """Check MNIST arrays (x_/y_ train/test) with numpy; each digit needs `min_per_class_fraction` of its split."""
     if not 0.0 <= min_per_class_fraction <= 0.1:
-        raise ValueError(f"min_per_class_fraction must be within 0..0.1 (a uniform share is 0.1); got {min_per_class_fraction}.")
+        raise ValueError("min_per_class_fraction must be within 0..0.1 (a uniform share is 0.1); "
+                         f"got {min_per_class_fraction}.")
     checks = _mnist_checks(arrays, {"train": expected_train_rows, "test": expected_test_rows}, min_per_class_fraction)
     failed = [c for c in checks if not c["success"]]
     stats = {"evaluated_expectations": len(checks), "successful_expectations": len(checks) - len(failed),

@@ -124,6 +124,9 @@ def test_shipped_catalog_has_the_expected_entries() -> None:
     assert npz.files[0].sha256 == "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
     assert npz.files[0].rows == {"train": 60000, "test": 10000}
     assert npz.downloadable and not idx.downloadable
+    assert npz.expected_rows() == {"archive_train": 60000, "archive_test": 10000}
+    assert idx.expected_rows() == {"train_images": 60000, "train_labels": 60000,
+                                   "test_images": 10000, "test_labels": 10000}
     subsample = catalog["mnist-5k"]
     assert subsample.subsample and not catalog["mnist"].subsample
     assert {f.role: f.rows for f in subsample.formats[0].files} == {
@@ -213,7 +216,7 @@ def test_data_dir_beats_cache(catalog, dirs) -> None:
     assert train.verified and train.bytes == len(FILES["adult"]["adult.data"])
     assert train.md5 == md5_of(FILES["adult"]["adult.data"])
     assert train.sha256 == hashlib.sha256(FILES["adult"]["adult.data"]).hexdigest()
-    assert train.expected_rows == 1
+    assert (train.rows, train.split_rows) == (1, None)
 
 
 @pytest.mark.parametrize("layout", ["no-entry-folder", "incomplete", "no-data-dir-at-all"])
@@ -245,7 +248,7 @@ def test_subsample_used_only_when_accepted(catalog, dirs) -> None:
     with pytest.raises(DataNotFoundError) as info:
         resolve_dataset("mnist", data_dir=data_dir, raw_dir=raw_dir, catalog=catalog,
                         allow_download=False)
-    assert "--accept-subsample" in str(info.value)
+    assert "accepts a subsample" in str(info.value)
     assert str(data_dir / "mnist-5k") in str(info.value)
     resolved = resolve_dataset("mnist", data_dir=data_dir, raw_dir=raw_dir, catalog=catalog,
                                allow_download=False, accept_subsample=True)
@@ -289,10 +292,32 @@ def test_resolved_data_is_json_serialisable(catalog, dirs) -> None:
                                allow_download=False)
     payload = json.loads(json.dumps(resolved.to_dict()))
     assert payload["directory"] == str(data_dir / "adult")
-    assert payload["files"]["train"]["path"] == str(data_dir / "adult" / "adult.data")
-    assert payload["files"]["train"]["verified"] is True
     assert payload["source"] == "data-dir"
+    # The report wants a list of files in catalog order, each with rows and digests.
+    assert [f["role"] for f in payload["files"]] == ["train", "test", "names"]
+    train = payload["files"][0]
+    assert train["path"] == str(data_dir / "adult" / "adult.data")
+    assert (train["verified"], train["rows"], train["md5"]) == (
+        True, 1, md5_of(FILES["adult"]["adult.data"]))
     assert ResolvedData.model_validate(payload) == resolved
+
+
+def test_archive_rows_are_totalled_with_splits_kept(dirs) -> None:
+    data_dir, raw_dir = dirs
+    archive = {"role": "archive", "name": "mnist.npz", "sha256": hashlib.sha256(b"npz").hexdigest(),
+               "rows": {"train": 4, "test": 3}}
+    entry = CatalogEntry.model_validate(
+        {"name": "mnist", "dataset": "mnist", "description": "d",
+         "formats": [{"name": "npz", "files": [archive]}]})
+    (data_dir / "mnist").mkdir(parents=True)
+    (data_dir / "mnist" / "mnist.npz").write_bytes(b"npz")
+    resolved = resolve_dataset("mnist", data_dir=data_dir, raw_dir=raw_dir,
+                               catalog={"mnist": entry}, allow_download=False)
+    assert resolved.format == "npz"
+    assert (resolved.files["archive"].rows, resolved.files["archive"].split_rows) == (
+        7, {"train": 4, "test": 3})
+    assert resolved.files["archive"].verified
+    assert entry.formats[0].expected_rows() == {"archive_train": 4, "archive_test": 3}
 
 
 # ---------------------------------------------------------------- checksums
