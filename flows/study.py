@@ -22,12 +22,13 @@ from tasks.steps import (preprocess_experiment, require_valid, resolve_data, tra
 DatasetName = Literal["mnist", "boston", "adult"]
 
 
-def gather_trials(futures: list, total: int) -> tuple[list[dict], int]:
-    """Wait for the trial futures, logging progress; raise one error listing every failed trial."""
+def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
+    """Wait for the trial futures (future -> trial label), logging progress; raise one error listing failures."""
     logger = get_run_logger()
     rows, cached, failures = [], 0, []
-    for done, future in enumerate(as_completed(futures), start=1):
-        state = future.state
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        future.wait()  # records the final state locally; the API's copy may lag behind
+        state, label = future.state, futures[future]
         if state.is_completed():
             trial_rows = future.result()
             rows.extend(trial_rows)
@@ -35,10 +36,10 @@ def gather_trials(futures: list, total: int) -> tuple[list[dict], int]:
             test = next(r for r in trial_rows if r["split"] == "test")
             main = f"test f1 {test['f1']:.4f}" if test["task"] == "classification" else f"test rmse {test['rmse']:.4f}"
             how = "cached" if state.name == "Cached" else f"trained in {test['train_seconds']:.1f}s"
-            logger.info("[%d/%d] %s: %s, %s", done, total, future.task_run_name, how, main)
+            logger.info("[%d/%d] %s: %s, %s", done, total, label, how, main)
         else:
-            failures.append(f"{future.task_run_name}: {state.message}")
-            logger.error("[%d/%d] %s failed: %s", done, total, future.task_run_name, state.message)
+            failures.append(f"{label}: {state.message}")
+            logger.error("[%d/%d] %s failed: %s", done, total, label, state.message)
     if failures:
         raise TrialsFailed(f"{len(failures)} of {total} trials failed; finished trials are cached and a rerun "
                            f"resumes from them. Failures: " + "; ".join(failures[:5])
@@ -72,8 +73,8 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
         settings.cache_dir) for name, experiment in experiments.items()}
     prepared = {name: future.result() for name, future in prepared.items()}
 
-    futures = [train_trial.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target)
-               for trial in trials]
+    futures = {train_trial.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target):
+               trial.label for trial in trials}
     rows, cached = gather_trials(futures, len(trials))
 
     run_info = {"started": started.isoformat(timespec="seconds"), "profile": profile,

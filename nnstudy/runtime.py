@@ -21,7 +21,11 @@ def quiet_libraries() -> None:
 
 def use_state_root(home: Path) -> None:
     """Point Prefect's home (ephemeral database, result storage) inside nnstudy's state root."""
-    os.environ.setdefault("PREFECT_HOME", str(home.resolve() / "prefect"))
+    prefect_home = home.resolve() / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    # The first ephemeral start migrates a new database: slower than Prefect's 20 s default on 2 cores.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 class _ConsoleFilter(logging.Filter):
