@@ -1,0 +1,109 @@
+"""The study flow against a real (temporary, loopback) Prefect server, on the local data mirror."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nnstudy.errors import DataIntegrityError, ValidationFailed
+from tasks import preprocess, train
+from tasks.results import RESULT_COLUMNS
+
+pytestmark = pytest.mark.slow
+TINY_STUDY = str(Path(__file__).parent / "data" / "tiny_study.yaml")
+
+
+@pytest.fixture
+def counters(monkeypatch):
+    """Counts real training and preprocessing calls, to prove what a rerun recomputes."""
+    calls = {"fit": 0, "prepare": 0}
+    real_fit, real_prepare = train.fit_and_evaluate, preprocess.prepare_experiment
+
+    def counting_fit(*args, **kwargs):
+        calls["fit"] += 1
+        return real_fit(*args, **kwargs)
+
+    def counting_prepare(*args, **kwargs):
+        calls["prepare"] += 1
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit_and_evaluate", counting_fit)
+    monkeypatch.setattr(preprocess, "prepare_experiment", counting_prepare)
+    return calls
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNSTUDY_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NNSTUDY_DATA_DIR", raising=False)
+    return tmp_path / "home"
+
+
+def run_study(**kwargs):
+    from flows.study import study
+
+    return study(profile="quick", study_file=TINY_STUDY, **kwargs)
+
+
+def altered_copy(mirror: Path, tmp_path: Path, edit) -> Path:
+    """A data dir whose boston/housing.data has one line changed by `edit`."""
+    data_dir = tmp_path / "altered"
+    shutil.copytree(mirror / "boston", data_dir / "boston")
+    path = data_dir / "boston" / "housing.data"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = edit(lines[3])
+    path.write_text("".join(lines))
+    return data_dir
+
+
+def test_flow_writes_results_and_report_and_a_rerun_recomputes_nothing(
+        prefect_server, mirror_dir, home, tmp_path, counters):
+    out = tmp_path / "out"
+    report = Path(run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out)))
+    assert report == out / "report.md"
+    assert counters == {"fit": 4, "prepare": 2}
+    results = pd.read_parquet(out / "results.parquet")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert len(results) == 8 and set(results["split"]) == {"train", "test"}
+    boston = results[results["experiment"] == "boston"]
+    assert boston["rmse"].notna().all() and boston["f1"].isna().all()
+    assert (boston["rmse"] ** 2 != boston["mae"]).all()
+    assert boston["n_rows"].tolist() == [102, 102, 404, 404]
+    text = report.read_text()
+    for table in ("Table 5", "Table 6", "Table 9"):
+        assert table in text
+    assert "(1, 128)" in text and "(2, 128)" in text
+    assert (out / "validation" / "boston.json").exists() and (out / "validation" / "adult.json").exists()
+    first_mtime = (out / "results.parquet").stat().st_mtime_ns
+
+    run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out))
+    assert counters == {"fit": 4, "prepare": 2}, "the rerun trained or preprocessed again"
+    again = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(results, again)
+    assert (out / "results.parquet").stat().st_mtime_ns >= first_mtime
+    assert "4 trials (4 from cache)" in (out / "report.md").read_text()
+
+
+def test_altered_file_is_refused_before_anything_is_written(prefect_server, mirror_dir, home, tmp_path, counters):
+    data_dir = altered_copy(mirror_dir, tmp_path, lambda line: line.replace("0", "1", 1))
+    out = tmp_path / "out"
+    with pytest.raises(DataIntegrityError) as caught:
+        run_study(datasets=["boston"], data_dir=str(data_dir), out=str(out))
+    message = str(caught.value)
+    assert str(data_dir / "boston" / "housing.data") in message
+    assert "d4accdce7a25600298819f8e28e8d593" in message
+    assert counters == {"fit": 0, "prepare": 0}
+    assert not out.exists() and not (home / "cache").exists()
+
+
+def test_invalid_values_stop_the_run_before_training(prefect_server, mirror_dir, home, tmp_path, counters):
+    # MEDV is the last field; 60 is above the data's 50.0 cap.
+    data_dir = altered_copy(mirror_dir, tmp_path, lambda line: line.rsplit(None, 1)[0] + "  60.00\n")
+    out = tmp_path / "out"
+    with pytest.raises(ValidationFailed) as caught:
+        run_study(datasets=["boston"], data_dir=str(data_dir), out=str(out), allow_unverified=True)
+    message = str(caught.value)
+    assert "housing.data" in message and "MEDV" in message and "60.0" in message
+    assert counters == {"fit": 0, "prepare": 0}
+    assert not out.exists() and not (home / "cache").exists()
