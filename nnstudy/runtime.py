@@ -29,14 +29,15 @@ def use_state_root(home: Path) -> None:
 
 
 class _ConsoleFilter(logging.Filter):
-    """Drops per-task-run chatter and tracebacks from the console; the Prefect API still gets them."""
+    """Drops per-task-run state chatter and tracebacks from the console; the Prefect API still gets them."""
 
     def __init__(self, verbose: bool, debug: bool) -> None:
         super().__init__()
         self.verbose, self.debug = verbose, debug
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.verbose and record.name == "prefect.task_runs" and record.levelno < logging.WARNING:
+        if (not self.verbose and record.name == "prefect.task_runs" and record.levelno < logging.WARNING
+                and record.getMessage().startswith("Finished in state")):
             return False
         if not self.debug and record.exc_info:
             record.exc_info, record.exc_text = None, None
