@@ -20,10 +20,12 @@ def quiet_libraries() -> None:
 
 
 def use_state_root(home: Path) -> None:
-    """Point Prefect's home (ephemeral database, result storage) inside nnstudy's state root."""
+    """Keep Prefect's home (database, result storage) and Keras' config inside nnstudy's state root."""
     prefect_home = home.resolve() / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    # Keras writes keras.json under KERAS_HOME (default ~/.keras) on first import.
+    os.environ.setdefault("KERAS_HOME", str(home.resolve() / "keras"))
     # The first ephemeral start migrates a new database: slower than Prefect's 20 s default on 2 cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 

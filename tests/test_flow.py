@@ -107,3 +107,29 @@ def test_invalid_values_stop_the_run_before_training(prefect_server, mirror_dir,
     assert "housing.data" in message and "MEDV" in message and "60.0" in message
     assert counters == {"fit": 0, "prepare": 0}
     assert not out.exists() and not (home / "cache").exists()
+
+
+def test_failed_trial_fails_the_run_and_a_rerun_trains_only_what_failed(
+        prefect_server, mirror_dir, home, tmp_path, counters, monkeypatch):
+    from nnstudy.errors import TrialsFailed
+
+    counting_fit = train.fit_and_evaluate
+
+    def failing_for_sigmoid(arrays, spec, **kwargs):
+        if spec.activation == "sigmoid":
+            raise RuntimeError("simulated out-of-memory")
+        return counting_fit(arrays, spec, **kwargs)
+
+    monkeypatch.setattr(train, "fit_and_evaluate", failing_for_sigmoid)
+    out = tmp_path / "out"
+    with pytest.raises(TrialsFailed) as caught:
+        run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out))
+    assert "1 of 2 trials failed" in str(caught.value)
+    assert "boston L1 U8 sigmoid e2 b64 s0" in str(caught.value) and "simulated out-of-memory" in str(caught.value)
+    assert not out.exists()
+    assert counters["fit"] == 1
+
+    monkeypatch.setattr(train, "fit_and_evaluate", counting_fit)
+    run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out))
+    assert counters["fit"] == 2, "the rerun should train only the trial that failed"
+    assert len(pd.read_parquet(out / "results.parquet")) == 4
