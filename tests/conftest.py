@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mirror import MIRROR, MIRROR_MISSING
+
 # Before Prefect or TensorFlow load: quiet TensorFlow, and keep Prefect's database and result
 # storage out of the user's home so test runs never share (or hit) each other's caches.
 os.environ.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
@@ -17,15 +19,10 @@ os.environ.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
 
 @pytest.fixture(scope="session")
 def mirror_dir() -> Path:
-    """The local data mirror: $NNSTUDY_DATA_DIR, else ../shared/datasets next to the project."""
-    configured = os.environ.get("NNSTUDY_DATA_DIR")
-    path = Path(configured) if configured else Path(__file__).parents[2] / "shared" / "datasets"
-    if not path.is_dir():
-        pytest.skip(
-            f"the local data mirror {path} does not exist; set NNSTUDY_DATA_DIR to a directory "
-            "holding adult/, boston/ and mnist-5k/ to run this test"
-        )
-    return path
+    """The local data mirror, or a skip saying where it was looked for."""
+    if not MIRROR.is_dir():
+        pytest.skip(MIRROR_MISSING)
+    return MIRROR
 
 
 @pytest.fixture(scope="session")

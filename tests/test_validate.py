@@ -22,12 +22,9 @@ from tasks.validate import (
     validate_frame,
     validate_mnist,
 )
+from tests.mirror import MIRROR, MIRROR_MISSING
 
-MIRROR = Path(os.environ.get("NNSTUDY_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-needs_mirror = pytest.mark.skipif(
-    not (MIRROR / "adult").is_dir(),
-    reason=f"local data mirror not found at {MIRROR}; set NNSTUDY_DATA_DIR to the folder holding adult/, boston/, mnist-5k/",
-)
+needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=MIRROR_MISSING)
 
 ADULT_COLS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
               "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
