@@ -73,7 +73,9 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
         settings.cache_dir) for name, experiment in experiments.items()}
     prepared = {name: future.result() for name, future in prepared.items()}
 
-    futures = {train_trial.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target):
+    # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
+    train = train_trial.with_options(result_storage=settings.trial_dir)
+    futures = {train.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target):
                trial.label for trial in trials}
     rows, cached = gather_trials(futures, len(trials))
 

@@ -82,16 +82,14 @@ def _print_grid(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = RunSettings.resolve(profile=args.profile, data_dir=args.data_dir, out=args.out,
-                                   allow_unverified=args.allow_unverified)
-    use_state_root(settings.home)
+    # Prefect reads its home when imported, so the state root is fixed before the flow module loads;
+    # the flow itself resolves the remaining paths from the same arguments and environment.
+    use_state_root(RunSettings.resolve(profile=args.profile).home)
     from flows.study import study
 
     tidy_console(verbose=args.verbose, debug=args.debug)
-    report = study(profile=args.profile, datasets=args.datasets, seeds=args.seeds,
-                   data_dir=str(settings.data_dir) if settings.data_dir else None,
-                   out=str(settings.out_dir), allow_unverified=args.allow_unverified,
-                   study_file=args.study_file)
+    report = study(profile=args.profile, datasets=args.datasets, seeds=args.seeds, data_dir=args.data_dir,
+                   out=args.out, allow_unverified=args.allow_unverified, study_file=args.study_file)
     print(f"\nReport:  {report}\nResults: {Path(report).with_name('results.parquet')}")
     return 0
 

@@ -33,6 +33,11 @@ class RunSettings(BaseModel):
         """Preprocessed Parquet, keyed by content digests."""
         return self.home / "cache"
 
+    @property
+    def trial_dir(self) -> Path:
+        """Finished trials' results, one file per cache key: what makes a rerun skip them."""
+        return self.home / "trials"
+
     @classmethod
     def resolve(cls, *, profile: str, data_dir: str | None = None, out: str | None = None,
                 home: str | None = None, allow_unverified: bool = False,
