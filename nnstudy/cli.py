@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -94,8 +95,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Unwinding (instead of dying at once) lets Prefect stop the temporary API server it started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nnstudy` console script."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     quiet_libraries()
     args = build_parser().parse_args(argv)
     try:

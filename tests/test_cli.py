@@ -85,3 +85,36 @@ def test_quick_profile_end_to_end_then_cached_rerun(mirror_dir, tmp_path):
     assert again.stderr.count(": cached,") == 6 and "trained in" not in again.stderr
     assert "cache hit" in again.stderr
     assert "6 trials (6 from cache)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_its_temporary_prefect_server(mirror_dir, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NNSTUDY_"))}
+    env["NNSTUDY_HOME"] = str(tmp_path / "home")
+    process = subprocess.Popen([sys.executable, "-m", "nnstudy.cli", "run", "--datasets", "boston",
+                                "--data-dir", str(mirror_dir)], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not server:
+            server = [c for c in psutil.Process(process.pid).children(recursive=True) if "uvicorn" in " ".join(c.cmdline())]
+            time.sleep(0.5)
+        assert server, "the temporary Prefect server never started"
+        time.sleep(5)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        gone, alive = psutil.wait_procs(server, timeout=30)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+        assert process.returncode != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for child in server:  # orphans are no longer our children, so kill them by handle
+            if child.is_running():
+                child.kill()
