@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mirror import MIRROR, MIRROR_MISSING
+from tests.helpers import MIRROR, MIRROR_MISSING
 
 # Before Prefect or TensorFlow load: quiet TensorFlow, and keep Prefect's database and result
 # storage out of the user's home so test runs never share (or hit) each other's caches.

@@ -22,6 +22,7 @@ from tasks.catalog import (
     load_catalog,
     resolve_dataset,
 )
+from tests.helpers import assert_refused
 
 # Contents of the fixture files; digests come from these, so tests never need real data.
 FILES = {
@@ -169,12 +170,7 @@ def test_shipped_catalog_has_the_expected_entries() -> None:
 def test_load_catalog_rejects_invalid_files(tmp_path: Path, text: str, expected: list[str]) -> None:
     path = tmp_path / "catalog.yaml"
     path.write_text(text)
-    with pytest.raises(DataFormatError) as info:
-        load_catalog(path)
-    message = str(info.value)
-    assert str(path) in message
-    for fragment in expected:
-        assert fragment in message
+    assert_refused(load_catalog, path, expected, DataFormatError)
 
 
 def test_load_catalog_rejects_duplicate_entries(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tasks.ingest import (
     read_idx,
     read_mnist_npz,
 )
+from tests.helpers import assert_refused
 
 ADULT_DATA = (
     "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, "
@@ -178,12 +179,7 @@ def test_read_adult_accepts_crlf_line_ends(tmp_path: Path) -> None:
 )
 def test_read_adult_rejects_bad_files(tmp_path: Path, content: str, expected: list[str]) -> None:
     path = write(tmp_path / "adult.test", content)
-    with pytest.raises(DataFormatError) as info:
-        read_adult(path)
-    message = str(info.value)
-    assert str(path) in message
-    for fragment in expected:
-        assert fragment in message
+    assert_refused(read_adult, path, expected, DataFormatError)
 
 
 def test_read_adult_long_bad_line_is_cut_to_80_characters(tmp_path: Path) -> None:
@@ -251,12 +247,7 @@ def test_read_boston(tmp_path: Path) -> None:
 )
 def test_read_boston_rejects_bad_files(tmp_path: Path, content: str, expected: list[str]) -> None:
     path = write(tmp_path / "housing.data", content)
-    with pytest.raises(DataFormatError) as info:
-        read_boston(path)
-    message = str(info.value)
-    assert str(path) in message
-    for fragment in expected:
-        assert fragment in message
+    assert_refused(read_boston, path, expected, DataFormatError)
 
 
 def test_read_boston_rejects_non_utf8_bytes(tmp_path: Path) -> None:
@@ -329,12 +320,7 @@ LABELS = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 0], dtype=np.uint8)
 )
 def test_read_idx_rejects_bad_files(tmp_path: Path, content: bytes, expected: list[str]) -> None:
     path = write(tmp_path / "train-labels-idx1-ubyte.gz", content)
-    with pytest.raises(DataFormatError) as info:
-        read_idx(path)
-    message = str(info.value)
-    assert str(path) in message
-    for fragment in expected:
-        assert fragment in message
+    assert_refused(read_idx, path, expected, DataFormatError)
 
 
 # ---------------------------------------------------------------- npz

@@ -21,7 +21,7 @@ from tasks.validate import (
     validate_frame,
     validate_mnist,
 )
-from tests.mirror import MIRROR, MIRROR_MISSING
+from tests.helpers import MIRROR, MIRROR_MISSING
 
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=MIRROR_MISSING)
 
