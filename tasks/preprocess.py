@@ -163,10 +163,9 @@ def prepare_tabular(train: pd.DataFrame, test: pd.DataFrame, settings: Preproces
     y_test = encode_target(test[settings.target], settings.task, settings.positive_label)
     x_train, x_test = encode_features(train.drop(columns=[settings.target]),
                                       test.drop(columns=[settings.target]))
-    missing = {col: {"train": n, "test": count_missing(test).get(col, 0)}
-               for col, n in count_missing(train).items()}
-    for col, n in count_missing(test).items():
-        missing.setdefault(col, {"train": 0, "test": n})
+    missing_train, missing_test = count_missing(train), count_missing(test)
+    missing = {col: {"train": missing_train.get(col, 0), "test": missing_test.get(col, 0)}
+               for col in sorted(set(missing_train) | set(missing_test), key=list(train.columns).index)}
     regression = settings.task == "regression"
     return Prepared(train=_with_target(x_train, y_train), test=_with_target(x_test, y_test), missing=missing,
                     n_classes=None if regression else 2,
