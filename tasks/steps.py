@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +34,20 @@ def resolve_data(dataset: str, settings: RunSettings, accept_subsample: bool) ->
     return resolved
 
 
+@lru_cache(maxsize=3)
+def _parse_files(dataset_json: str) -> ingest.RawData:
+    return ingest.load_raw(catalog.ResolvedData.model_validate_json(dataset_json))
+
+
+def load_raw_once(resolved: catalog.ResolvedData) -> ingest.RawData:
+    """Parse a resolved data set once per process: validation and each experiment's preprocessing share it.
+
+    Keyed by the resolved files (paths and digests), so a changed file is parsed anew; callers must not
+    mutate what they get.
+    """
+    return _parse_files(resolved.model_dump_json())
+
+
 def expected_rows(resolved: catalog.ResolvedData) -> dict[str, int | None]:
     """Row count the catalog gives for each file role of a resolved data set."""
     entry = catalog.load_catalog()[resolved.entry]
@@ -42,7 +57,7 @@ def expected_rows(resolved: catalog.ResolvedData) -> dict[str, int | None]:
 @task(name="validate-data", task_run_name="validate {resolved.entry}", cache_policy=NO_CACHE)
 def validate_data(resolved: catalog.ResolvedData) -> list[validate.ValidationReport]:
     """Parse the raw files and run the data set's expectation suite on each."""
-    raw = ingest.load_raw(resolved)
+    raw = load_raw_once(resolved)
     rows = expected_rows(resolved)
     if resolved.dataset == "mnist":
         label = str(resolved.directory)
@@ -76,7 +91,7 @@ def preprocess_experiment(resolved: catalog.ResolvedData, settings: preprocess.P
         logger.info("%s: preprocessed cache hit, reusing %s", settings.experiment, directory)
         return preprocess.ref_from_manifest(settings.experiment, directory, manifest, cache_hit=True)
     logger.info("%s: preprocessed cache miss, building %s", settings.experiment, directory)
-    raw = ingest.load_raw(resolved)
+    raw = load_raw_once(resolved)
     prepared = preprocess.prepare_experiment(raw.frames, raw.arrays, settings)
     manifest = preprocess.write_prepared(prepared, directory, key)
     return preprocess.ref_from_manifest(settings.experiment, directory, manifest, cache_hit=False)
@@ -126,7 +141,7 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                                    run_info=info)
     results.write_parquet_atomic(frame, out_dir / "results.parquet")
     for name, reports in validation.items():
-        payload = [dict(v.model_dump(mode="json")) for v in reports]
+        payload = [v.model_dump(mode="json") for v in reports]
         results.write_text_atomic(out_dir / "validation" / f"{name}.json", json.dumps(payload, indent=2, default=str))
     results.write_text_atomic(out_dir / "data.json", json.dumps(datasets, indent=2, default=str))
     path = results.write_text_atomic(out_dir / "report.md", markdown)
