@@ -12,10 +12,11 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nnstudy import __version__
-from nnstudy.errors import TrialsFailed
+from nnstudy.errors import TrialsFailed, join_some
 from nnstudy.settings import RunSettings
 from schemas.study import ProfileName, load_study
 from tasks.preprocess import PreprocessSettings
+from tasks.report import MAIN_METRIC
 from tasks.steps import (preprocess_experiment, require_valid, resolve_data, train_trial, validate_data,
                          write_report)
 
@@ -34,7 +35,8 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
             rows.extend(trial_rows)
             cached += state.name == "Cached"
             test = next(r for r in trial_rows if r["split"] == "test")
-            main = f"test f1 {test['f1']:.4f}" if test["task"] == "classification" else f"test rmse {test['rmse']:.4f}"
+            metric = MAIN_METRIC[test["task"]][0]
+            main = f"test {metric} {test[metric]:.4f}"
             how = "cached" if state.name == "Cached" else f"trained in {test['train_seconds']:.1f}s"
             logger.info("[%d/%d] %s: %s, %s", done, total, label, how, main)
         else:
@@ -42,8 +44,7 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
             logger.error("[%d/%d] %s failed: %s", done, total, label, state.message)
     if failures:
         raise TrialsFailed(f"{len(failures)} of {total} trials failed; finished trials are cached and a rerun "
-                           f"resumes from them. Failures: " + "; ".join(failures[:5])
-                           + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "") + ".")
+                           f"resumes from them. Failures: {join_some(failures, 5)}.")
     return rows, cached
 
 

@@ -31,3 +31,10 @@ class StudySpecError(NnstudyError):
 
 class TrialsFailed(NnstudyError):
     """One or more training trials failed."""
+
+
+def join_some(items: list[str], limit: int | None) -> str:
+    """The first `limit` items joined with '; ', then '; and N more' for the rest (all when limit is None)."""
+    shown = items if limit is None else items[:limit]
+    text = "; ".join(shown)
+    return text + (f"; and {len(items) - len(shown)} more" if len(items) > len(shown) else "")

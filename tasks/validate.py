@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from nnstudy.errors import NnstudyError, ValidationFailed
+from nnstudy.errors import NnstudyError, ValidationFailed, join_some
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -53,11 +53,8 @@ class ValidationReport(BaseModel):
         """One line: all passed, or which expectations failed (optionally only the first few)."""
         if self.success:
             return f"{self.file}: all {self.evaluated} expectations passed."
-        shown = self.failures if max_failures is None else self.failures[:max_failures]
-        text = "; ".join(shown)
-        if len(self.failures) > len(shown):
-            text += f"; and {len(self.failures) - len(shown)} more"
-        return f"{self.file} failed {self.failed} of {self.evaluated} expectations: {text}."
+        return (f"{self.file} failed {self.failed} of {self.evaluated} expectations: "
+                f"{join_some(self.failures, max_failures)}.")
 
 
 # --------------------------------------------------------------------------- suites
