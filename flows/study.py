@@ -17,42 +17,58 @@ from nnstudy.settings import RunSettings
 from schemas.study import ProfileName, load_study
 from tasks.preprocess import PreprocessSettings
 from tasks.report import MAIN_METRIC
-from tasks.steps import (preprocess_experiment, require_valid, resolve_data, train_trial, validate_data,
+from tasks.steps import (preprocess_experiment, require_valid, resolve_data, submit_training, validate_data,
                          write_report)
 
 DatasetName = Literal["mnist", "boston", "adult"]
+Engine = Literal["fused", "keras"]
+
+
+def _best_test(rows: list[dict]) -> str:
+    """The best main test metric among a unit's rows, e.g. `best test rmse 3.4280`."""
+    tests = [r for r in rows if r["split"] == "test"]
+    metric, higher_is_better = MAIN_METRIC[tests[0]["task"]]
+    values = [r[metric] for r in tests]
+    return f"{'best ' if len(tests) > 1 else ''}test {metric} {(max if higher_is_better else min)(values):.4f}"
 
 
 def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
-    """Wait for the trial futures (future -> trial label), logging progress; raise one error listing failures."""
+    """Wait for the training futures (future -> (label, trials)), logging progress in trials.
+
+    Raises one error listing every failed unit once all have finished; returns rows and the number of
+    trials whose results came from the cache.
+    """
     logger = get_run_logger()
-    rows, cached, failures = [], 0, []
-    for done, future in enumerate(as_completed(list(futures)), start=1):
+    rows, cached, done, failures = [], 0, 0, []
+    for future in as_completed(list(futures)):
         future.wait()  # records the final state locally; the API's copy may lag behind
-        state, label = future.state, futures[future]
+        state, (label, size) = future.state, futures[future]
+        done += size
         if state.is_completed():
-            trial_rows = future.result()
-            rows.extend(trial_rows)
-            cached += state.name == "Cached"
-            test = next(r for r in trial_rows if r["split"] == "test")
-            metric = MAIN_METRIC[test["task"]][0]
-            main = f"test {metric} {test[metric]:.4f}"
-            how = "cached" if state.name == "Cached" else f"trained in {test['train_seconds']:.1f}s"
-            logger.info("[%d/%d] %s: %s, %s", done, total, label, how, main)
+            unit_rows = future.result()
+            rows.extend(unit_rows)
+            cached += size if state.name == "Cached" else 0
+            seconds = sum(r["train_seconds"] for r in unit_rows if r["split"] == "test")
+            how = "cached" if state.name == "Cached" else f"trained in {seconds:.1f}s"
+            logger.info("[%d/%d] %s: %s, %s", done, total, label, how, _best_test(unit_rows))
         else:
             failures.append(f"{label}: {state.message}")
             logger.error("[%d/%d] %s failed: %s", done, total, label, state.message)
     if failures:
-        raise TrialsFailed(f"{len(failures)} of {total} trials failed; finished trials are cached and a rerun "
-                           f"resumes from them. Failures: {join_some(failures, 5)}.")
+        raise TrialsFailed(f"{len(failures)} of {len(futures)} training tasks failed; finished ones are cached and "
+                           f"a rerun resumes from them. Failures: {join_some(failures, 5)}.")
     return rows, cached
 
 
 @flow(name="nnstudy", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = None,
           seeds: list[int] | None = None, data_dir: str | None = None, out: str | None = None,
-          allow_unverified: bool = False, study_file: str | None = None) -> str:
-    """Reproduce the published study: validate data, preprocess, train every grid cell, write the report."""
+          allow_unverified: bool = False, study_file: str | None = None, engine: Engine = "fused") -> str:
+    """Reproduce the published study: validate data, preprocess, train every grid cell, write the report.
+
+    `engine`: `fused` trains the cells of each (experiment, batch size) together as one stacked model;
+    `keras` trains one plain Keras model per cell (the reference).
+    """
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     settings = RunSettings.resolve(profile=profile, data_dir=data_dir, out=out, allow_unverified=allow_unverified)
     spec = load_study(Path(study_file) if study_file else None)
@@ -75,13 +91,12 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     prepared = {name: future.result() for name, future in prepared.items()}
 
     # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
-    train = train_trial.with_options(result_storage=settings.trial_dir)
-    futures = {train.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target):
-               trial.label for trial in trials}
+    futures = submit_training(trials, engine, prepared, {name: e.target for name, e in experiments.items()},
+                              settings.trial_dir)
     rows, cached = gather_trials(futures, len(trials))
 
     run_info = {"started": started.isoformat(timespec="seconds"), "profile": profile,
-                "seeds": seeds or run_profile.seeds, "n_trials": len(trials), "trials_cached": cached,
+                "seeds": seeds or run_profile.seeds, "n_trials": len(trials), "trials_cached": cached, "engine": engine,
                 "wall_seconds": round(time.perf_counter() - clock, 1), "nnstudy_version": __version__}
     path = write_report(rows, study=spec, profile=profile, experiments=list(experiments), resolved=resolved,
                         validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir)

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default: the profile's)")
     run.add_argument("--out", help="output folder (default: reports/<profile>)")
     run.add_argument("--study-file", help="study YAML to use instead of the built-in schemas/study.yaml")
+    run.add_argument("--engine", choices=("fused", "keras"), default="fused",
+                     help="fused: train each (experiment, batch size) group of cells together as one stacked "
+                          "model, sharing runs that differ only in epochs; keras: one plain Keras model per "
+                          "cell, the reference (default: fused)")
     run.add_argument("--allow-unverified", action="store_true",
                      help="use data files whose checksums differ from the catalog (the report flags them)")
     run.add_argument("--verbose", action="store_true", help="also show Prefect's per-task-run log lines")
@@ -90,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
 
     tidy_console(verbose=args.verbose, debug=args.debug)
     report = study(profile=args.profile, datasets=args.datasets, seeds=args.seeds, data_dir=args.data_dir,
-                   out=args.out, allow_unverified=args.allow_unverified, study_file=args.study_file)
+                   out=args.out, allow_unverified=args.allow_unverified, study_file=args.study_file,
+                   engine=args.engine)
     print(f"\nReport:  {report}\nResults: {Path(report).with_name('results.parquet')}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from functools import lru_cache
@@ -15,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
-from tasks import catalog, ingest, preprocess, report, results, train, validate
+from tasks import catalog, fused, ingest, preprocess, report, results, train, validate
 
 quiet_libraries()
 
@@ -97,6 +98,9 @@ def preprocess_experiment(resolved: catalog.ResolvedData, settings: preprocess.P
     return preprocess.ref_from_manifest(settings.experiment, directory, manifest, cache_hit=False)
 
 
+ENGINES = ("fused", "keras")
+
+
 def trial_cache_key(context, parameters: dict) -> str:
     """A trial is finished work once its data digest, grid point, seed and trainer version match."""
     spec, ref = parameters["spec"], parameters["ref"]
@@ -105,11 +109,52 @@ def trial_cache_key(context, parameters: dict) -> str:
 
 @task(name="train", task_run_name="train {spec.label}", cache_key_fn=trial_cache_key, persist_result=True)
 def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str) -> list[dict]:
-    """Train and score one grid cell with one seed; returns its results rows."""
+    """Keras engine: train and score one grid cell with one seed; returns its results rows."""
     arrays = preprocess.load_arrays(ref.path, ref.digest)
     outcome = train.fit_and_evaluate(arrays, spec, n_classes=ref.n_classes,
                                      target_mean=ref.target_mean, target_std=ref.target_std)
-    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest)
+    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest, engine="keras")
+
+
+def group_cache_key(context, parameters: dict) -> str:
+    """A fusion group is finished work once its data digest, its trials and the engine version match."""
+    trials, ref = parameters["trials"], parameters["ref"]
+    members = hashlib.sha256("\n".join(sorted(t.digest() for t in trials)).encode()).hexdigest()
+    return f"group-{trials[0].experiment}-{ref.digest[:16]}-{members[:16]}-fused{fused.FUSED_VERSION}"
+
+
+@task(name="train-group", cache_key_fn=group_cache_key, persist_result=True)
+def train_group(trials: list[TrialSpec], ref: preprocess.PreparedRef, target: str) -> list[dict]:
+    """Fused engine: train a fusion group's models together; returns the results rows of all its trials."""
+    arrays = preprocess.load_arrays(ref.path, ref.digest)
+    outcomes = fused.train_group(arrays, trials, n_classes=ref.n_classes,
+                                 target_mean=ref.target_mean, target_std=ref.target_std)
+    return [row for spec in trials
+            for row in results.trial_rows(spec, outcomes[spec.digest()], target=target, data_digest=ref.digest,
+                                          engine="fused")]
+
+
+def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, preprocess.PreparedRef],
+                    targets: dict[str, str], result_storage: Path) -> dict:
+    """Submit the training tasks of an engine: one per fusion group (fused) or per trial (keras).
+
+    Returns future -> (label, number of trials it trains).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    futures = {}
+    if engine == "keras":
+        task_ = train_trial.with_options(result_storage=result_storage)
+        for spec in trials:
+            future = task_.submit(spec, prepared[spec.experiment], targets[spec.experiment])
+            futures[future] = (spec.label, 1)
+        return futures
+    for group in fused.fusion_groups(trials):
+        label = fused.group_label(group)
+        task_ = train_group.with_options(result_storage=result_storage, task_run_name=f"train {label}")
+        future = task_.submit(group, prepared[group[0].experiment], targets[group[0].experiment])
+        futures[future] = (label, len(group))
+    return futures
 
 
 def package_versions() -> dict[str, str]:

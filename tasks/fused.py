@@ -1,0 +1,351 @@
+"""The fused engine: the models of a grid slice trained together as one stacked computation.
+
+A grid study trains many tiny MLPs whose time goes to per-step framework overhead, not arithmetic.
+Cells that share a data set, a layer count and a batch size take the same number of steps of the same
+shapes, so they train as one model with a leading *model axis*:
+
+- every Dense kernel is stacked to ``[M, in, out]`` and applied with ``einsum``; narrower models are
+  padded to the widest and masked, so padded units stay exactly zero (zero weights, masked activations,
+  masked gradients);
+- each model keeps its own activation, its own initialisation seed and its own shuffled batch order per
+  epoch, drawn from its seed alone, so a model trains the same whichever group it is in;
+- the loss is the sum of the models' mean losses, so each model's gradient is what it would be alone,
+  and Adam (element-wise) gives each model the update it would get alone;
+- cells that differ only in epochs share one run: it trains to the largest count and is scored after each
+  requested count (the first ``e`` epochs of a longer run are exactly an ``e``-epoch run).
+
+One epoch is one compiled TensorFlow function (XLA where available); Python only loops over epochs.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.study import TrialSpec
+from tasks.train import output_layer, score
+
+# Bump when fused training changes in a way that changes results, so cached groups are not reused.
+FUSED_VERSION = "1"
+# Rows scored per forward pass when evaluating (bounds memory on the full MNIST training set).
+EVAL_CHUNK = 16384
+
+
+def group_key(spec: TrialSpec) -> tuple:
+    """Cells with the same key take the same steps of the same shapes, so they can train as one.
+
+    Depth is not part of the key: a shallower model is padded with identity layers (linear activation,
+    identity kernel, gradients masked to zero), which leave its outputs and gradients exactly unchanged.
+    """
+    return (spec.experiment, spec.batch_size)
+
+
+def fusion_groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
+    """Trials split into fusion groups, in the order their keys first appear."""
+    groups: dict[tuple, list[TrialSpec]] = {}
+    for trial in trials:
+        groups.setdefault(group_key(trial), []).append(trial)
+    return list(groups.values())
+
+
+def _span(values: Sequence) -> str:
+    values = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    if len(values) > 2 and all(isinstance(v, int) for v in values) and values == list(
+            range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(str(v) for v in values)
+
+
+def group_label(trials: Sequence[TrialSpec]) -> str:
+    """Short name of a fusion group listing what it holds, e.g. `boston b16 [L1,2 U32,64 relu,sigmoid e50,100,150 s0-2]`."""
+    first = trials[0]
+    inner = " ".join([f"L{_span([t.hidden_layers for t in trials])}", f"U{_span([t.units for t in trials])}",
+                      _span([t.activation for t in trials]), f"e{_span([t.epochs for t in trials])}",
+                      f"s{_span([t.seed for t in trials])}"])
+    return f"{first.experiment} b{first.batch_size} [{inner}]"
+
+
+def model_seed(spec: TrialSpec) -> int:
+    """A model's own random seed: from its cell (epochs aside, which share one run) and its seed only."""
+    params = spec.model_dump(exclude={"epochs"})
+    return int.from_bytes(hashlib.sha256(json.dumps(params, sort_keys=True).encode()).digest()[:8], "little")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a group: a grid cell without its epoch count, and the epoch counts scored."""
+
+    hidden_layers: int
+    units: int
+    activation: str
+    seed: int
+    rng_seed: int
+
+
+def _members(trials: Sequence[TrialSpec]) -> tuple[list[Member], dict[str, tuple[int, int]]]:
+    """The distinct models of a group and, per trial digest, (model index, epochs)."""
+    members: dict[tuple, int] = {}
+    ordered: list[Member] = []
+    where: dict[str, tuple[int, int]] = {}
+    for trial in trials:
+        key = (trial.hidden_layers, trial.units, trial.activation, trial.seed)
+        if key not in members:
+            members[key] = len(ordered)
+            ordered.append(Member(trial.hidden_layers, trial.units, trial.activation, trial.seed,
+                                  model_seed(trial)))
+        where[trial.digest()] = (members[key], trial.epochs)
+    return ordered, where
+
+
+def initial_weights(members: Sequence[Member], n_features: int, n_out: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stacked (kernel, bias) per layer for a group: Glorot-uniform kernels and zero biases as Keras' Dense
+    starts them, each model from its own seed; padded units are zero and a shallower model's extra layers
+    are identities.
+    """
+    depth, width = max(m.hidden_layers for m in members), max(m.units for m in members)
+    dims = [n_features] + [width] * depth + [n_out]
+    stacked = [(np.zeros((len(members), dims[i], dims[i + 1]), np.float32),
+                np.zeros((len(members), dims[i + 1]), np.float32)) for i in range(depth + 1)]
+    for m, member in enumerate(members):
+        rng = np.random.default_rng(member.rng_seed)
+        true = [n_features] + [member.units] * member.hidden_layers + [n_out]
+        layers = list(range(member.hidden_layers)) + [depth]
+        for step, i in enumerate(layers):
+            fan_in, fan_out = true[step], true[step + 1]
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            stacked[i][0][m, :fan_in, :fan_out] = rng.uniform(-limit, limit, (fan_in, fan_out))
+        for i in range(member.hidden_layers, depth):
+            stacked[i][0][m, :member.units, :member.units] = np.eye(member.units, dtype=np.float32)
+    return stacked
+
+
+class FusedMLP:
+    """M stacked MLPs trained together; padded units and a shallower model's extra layers are frozen.
+
+    Built from Keras 3 pieces on the TensorFlow backend: weights are `keras.Variable`s, the optimizer is
+    `keras.optimizers.Adam`, and the epoch loop is one `tf.function` (optionally XLA-compiled).
+    """
+
+    def __init__(self, *, n_features: int, depths: Sequence[int], units: Sequence[int],
+                 activations: Sequence[str], task: str, n_classes: int | None, batch_size: int,
+                 jit_compile: bool = True):
+        import keras
+        import tensorflow as tf
+
+        self.task, self.n_classes, self.batch_size = task, n_classes, batch_size
+        self.n_models, self.depth, self.width = len(units), max(depths), max(units)
+        self.n_out = output_layer(task, n_classes)[0]
+        self.dims = [n_features] + [self.width] * self.depth + [self.n_out]
+        depths, units = np.asarray(depths), np.asarray(units)
+        unit_mask = (np.arange(self.width)[None, :] < units[:, None]).astype("float32")     # [M, width]
+        self.unit_mask = tf.constant(unit_mask)
+        # Per hidden layer, which activation each model applies; a model's layers past its depth are linear.
+        per_layer = [[a if i < d else "linear" for a, d in zip(activations, depths)] for i in range(self.depth)]
+        self.activation_names = sorted({a for layer in per_layer for a in layer})
+        self.activation_select = tf.constant(np.array(
+            [[[a == name for a in layer] for name in self.activation_names] for layer in per_layer],
+            dtype="float32"))                                                                   # [depth, A, M]
+        self.kernels, self.biases, self.kernel_masks, self.bias_masks = [], [], [], []
+        for i in range(self.depth + 1):
+            rows, cols = self.dims[i], self.dims[i + 1]
+            live = (depths > i) if i < self.depth else np.ones(self.n_models, bool)   # trainable for model m
+            row_mask = unit_mask if i > 0 else np.ones((self.n_models, rows), "float32")
+            col_mask = unit_mask if i < self.depth else np.ones((self.n_models, cols), "float32")
+            self.kernels.append(keras.Variable(np.zeros((self.n_models, rows, cols), "float32"), name=f"kernel_{i}"))
+            self.biases.append(keras.Variable(np.zeros((self.n_models, cols), "float32"), name=f"bias_{i}"))
+            self.kernel_masks.append(tf.constant(row_mask[:, :, None] * col_mask[:, None, :] * live[:, None, None]))
+            self.bias_masks.append(tf.constant(col_mask * live[:, None]))
+        self.variables = self.kernels + self.biases
+        self.masks = self.kernel_masks + self.bias_masks
+        self.optimizer = keras.optimizers.Adam()
+        self.optimizer.build(self.variables)
+        self.jit_compile = jit_compile
+        self._epoch_fns: dict = {}
+
+    # -- weights ---------------------------------------------------------------------------------------
+
+    def set_weights(self, layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Stacked (kernel, bias) per layer, as `initial_weights` gives them."""
+        for i, (kernel, bias) in enumerate(layers):
+            self.kernels[i].assign(np.asarray(kernel, "float32"))
+            self.biases[i].assign(np.asarray(bias, "float32"))
+
+    def model_weights(self, m: int, hidden_layers: int, units: int) -> list[np.ndarray]:
+        """Model `m`'s own weights in Keras' order (kernel, bias per layer), padding and identities removed."""
+        layers = list(range(hidden_layers)) + [self.depth]
+        true = [self.dims[0]] + [units] * hidden_layers + [self.n_out]
+        out = []
+        for step, i in enumerate(layers):
+            out += [self.kernels[i].numpy()[m, :true[step], :true[step + 1]],
+                    self.biases[i].numpy()[m, :true[step + 1]]]
+        return out
+
+    # -- computation -------------------------------------------------------------------------------------
+
+    def _activate(self, z, layer: int):
+        import tensorflow as tf
+
+        functions = {"relu": tf.nn.relu, "sigmoid": tf.sigmoid, "tanh": tf.tanh, "linear": tf.identity}
+        if len(self.activation_names) == 1:
+            return functions[self.activation_names[0]](z)
+        out = 0.0
+        for a, name in enumerate(self.activation_names):
+            out += self.activation_select[layer, a][:, None, None] * functions[name](z)
+        return out
+
+    def forward(self, x, shared_input: bool):
+        """Outputs [M, rows, n_out] (logits for classification, standardised target for regression).
+
+        `x` is [rows, features] shared by all models, or [M, rows, features] (each model its own batch).
+        """
+        import tensorflow as tf
+
+        h = x
+        for i in range(self.depth + 1):
+            spec = "nf,mfo->mno" if (i == 0 and shared_input) else "mnf,mfo->mno"
+            z = tf.einsum(spec, h, self.kernels[i]) + self.biases[i][:, None, :]
+            h = self._activate(z, i) * self.unit_mask[:, None, :] if i < self.depth else z
+        return h
+
+    def losses(self, outputs, y):
+        """Mean loss per model, [M]; `y` is [M, rows] (or [rows], broadcast)."""
+        import tensorflow as tf
+
+        if self.task == "regression":
+            y = tf.broadcast_to(tf.cast(y, tf.float32), tf.shape(outputs)[:2])
+            return tf.reduce_mean(tf.square(outputs[..., 0] - y), axis=1)
+        if self.n_out == 1:
+            y = tf.broadcast_to(tf.cast(y, tf.float32), tf.shape(outputs)[:2])
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=outputs[..., 0]), axis=1)
+        y = tf.broadcast_to(tf.cast(y, tf.int32), tf.shape(outputs)[:2])
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=outputs), axis=1)
+
+    def _step(self, x_batch, y_batch):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            per_model = self.losses(self.forward(x_batch, shared_input=False), y_batch)
+            total = tf.reduce_sum(per_model)
+        grads = tape.gradient(total, self.variables)
+        self.optimizer.apply([g * mask for g, mask in zip(grads, self.masks)], self.variables)
+        return per_model
+
+    def _epoch_fn(self, n_rows: int, batch_size: int):
+        """The compiled epoch: every full batch in a graph loop, then the short last batch (static shapes)."""
+        import tensorflow as tf
+
+        key = (n_rows, batch_size)
+        if key in self._epoch_fns:
+            return self._epoch_fns[key]
+        full, rest = divmod(n_rows, batch_size)
+
+        def epoch(x, y, order, x_test, y_test):
+            # order: [M, n_rows] row indices, each model's own permutation for this epoch.
+            weighted = tf.zeros([self.n_models], tf.float32)
+            for_batches = tf.reshape(order[:, :full * batch_size], [self.n_models, full, batch_size])
+            for step in tf.range(full):
+                index = for_batches[:, step, :]
+                weighted += self._step(tf.gather(x, index), tf.gather(y, index)) * batch_size
+            if rest:
+                index = order[:, full * batch_size:]
+                weighted += self._step(tf.gather(x, index), tf.gather(y, index)) * rest
+            test_loss = self.losses(self.forward(x_test, shared_input=True), y_test)
+            return weighted / n_rows, test_loss
+
+        compiled = tf.function(epoch, jit_compile=self.jit_compile, reduce_retracing=True)
+        self._epoch_fns[key] = compiled
+        return compiled
+
+    def train_epoch(self, x, y, order: np.ndarray, x_test, y_test) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch over the given per-model row orders; returns (train loss, test loss) per model."""
+        train_loss, test_loss = self._epoch_fn(int(order.shape[1]), self.batch_size)(
+            x, y, order.astype("int32"), x_test, y_test)
+        return train_loss.numpy(), test_loss.numpy()
+
+    def predict(self, x: np.ndarray, target_mean: float | None, target_std: float | None) -> np.ndarray:
+        """[M, rows] class labels or targets in original units, for all models at once."""
+        import tensorflow as tf
+
+        parts = [self.forward(tf.constant(x[i:i + EVAL_CHUNK]), shared_input=True).numpy()
+                 for i in range(0, len(x), EVAL_CHUNK)]
+        raw = np.concatenate(parts, axis=1)
+        if self.task == "regression":
+            return raw[..., 0] * (target_std or 1.0) + (target_mean or 0.0)
+        if self.n_out == 1:
+            return (raw[..., 0] >= 0.0).astype("int64")
+        return raw.argmax(axis=2)
+
+
+def epoch_orders(members: Sequence[Member], n_rows: int, epochs: int):
+    """Each model's row permutation per epoch, drawn from its own seed: yields [M, n_rows] per epoch."""
+    generators = [np.random.default_rng([member.rng_seed, 1]) for member in members]
+    for _ in range(epochs):
+        yield np.stack([g.permutation(n_rows) for g in generators])
+
+
+def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n_classes: int | None,
+                target_mean: float | None, target_std: float | None, jit_compile: bool = True) -> dict[str, dict]:
+    """Train a fusion group; returns, per trial digest, the same outcome dict as the Keras engine.
+
+    Each outcome holds metrics per split after the trial's own epoch count, `train_seconds` (its share
+    of the group's training time: the group's time over its models, times its fraction of the epochs),
+    `n_rows`, and `loss_curve` per split (one loss per epoch up to the trial's epochs).
+    """
+    import keras
+    import tensorflow as tf
+
+    first = trials[0]
+    if any(group_key(t) != group_key(first) for t in trials):
+        raise ValueError(f"trials of different fusion groups given to one group: {group_label(trials)}")
+    keras.backend.clear_session()
+    gc.collect()
+    members, where = _members(trials)
+    max_epochs = max(epochs for _, epochs in where.values())
+    checkpoints = sorted({epochs for _, epochs in where.values()})
+
+    y_train = arrays["y_train"]
+    y_test = arrays["y_test"]
+    if first.task == "regression" and target_std:
+        y_train = ((y_train - target_mean) / target_std).astype("float32")
+        y_test = ((y_test - target_mean) / target_std).astype("float32")
+    model = FusedMLP(n_features=arrays["x_train"].shape[1], depths=[m.hidden_layers for m in members],
+                     units=[m.units for m in members], activations=[m.activation for m in members],
+                     task=first.task, n_classes=n_classes, batch_size=first.batch_size,
+                     jit_compile=jit_compile)
+    model.set_weights(initial_weights(members, model.dims[0], model.n_out))
+    x, y = tf.constant(arrays["x_train"]), tf.constant(y_train)
+    x_test, y_test_t = tf.constant(arrays["x_test"]), tf.constant(y_test)
+
+    curves = {"train": [], "test": []}
+    scored: dict[int, dict[str, np.ndarray]] = {}
+    started = time.perf_counter()
+    for epoch, order in enumerate(epoch_orders(members, len(y_train), max_epochs), start=1):
+        train_loss, test_loss = model.train_epoch(x, y, order, x_test, y_test_t)
+        curves["train"].append(train_loss)
+        curves["test"].append(test_loss)
+        if epoch in checkpoints:
+            scored[epoch] = {split: model.predict(arrays[f"x_{split}"], target_mean, target_std)
+                             for split in ("train", "test")}
+    seconds = time.perf_counter() - started
+
+    n_rows = {split: int(len(arrays[f"y_{split}"])) for split in ("train", "test")}
+    outcomes = {}
+    for trial in trials:
+        m, epochs = where[trial.digest()]
+        metrics = {split: score(arrays[f"y_{split}"], scored[epochs][split][m], trial.task, n_classes)
+                   for split in ("train", "test")}
+        outcomes[trial.digest()] = {
+            "metrics": metrics, "n_rows": n_rows,
+            "train_seconds": seconds / len(members) * epochs / max_epochs,
+            "loss_curve": {split: [float(curves[split][e][m]) for e in range(epochs)] for split in ("train", "test")}}
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return outcomes
