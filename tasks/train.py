@@ -81,6 +81,8 @@ def split_loss(model, x: np.ndarray, y: np.ndarray) -> float:
     import keras
 
     outputs = model(x, training=False)
+    if outputs.shape[-1] == 1:
+        y = np.reshape(y, (-1, 1)).astype("float32")
     return float(keras.ops.mean(keras.losses.get(model.loss)(y, outputs)))
 
 

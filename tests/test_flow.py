@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from nnstudy.errors import DataIntegrityError, ValidationFailed
-from tasks import preprocess, train
+from tasks import fused, preprocess, train
 from tasks.results import RESULT_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -16,19 +16,24 @@ TINY_STUDY = str(Path(__file__).parent / "data" / "tiny_study.yaml")
 
 @pytest.fixture
 def counters(monkeypatch):
-    """Counts real training and preprocessing calls, to prove what a rerun recomputes."""
-    calls = {"fit": 0, "prepare": 0}
-    real_fit, real_prepare = train.fit_and_evaluate, preprocess.prepare_experiment
+    """Counts real training (per Keras trial, per fused group) and preprocessing calls."""
+    calls = {"fit": 0, "group": 0, "prepare": 0}
+    real_fit, real_group, real_prepare = train.fit_and_evaluate, fused.train_group, preprocess.prepare_experiment
 
     def counting_fit(*args, **kwargs):
         calls["fit"] += 1
         return real_fit(*args, **kwargs)
+
+    def counting_group(*args, **kwargs):
+        calls["group"] += 1
+        return real_group(*args, **kwargs)
 
     def counting_prepare(*args, **kwargs):
         calls["prepare"] += 1
         return real_prepare(*args, **kwargs)
 
     monkeypatch.setattr(train, "fit_and_evaluate", counting_fit)
+    monkeypatch.setattr(fused, "train_group", counting_group)
     monkeypatch.setattr(preprocess, "prepare_experiment", counting_prepare)
     return calls
 
@@ -62,10 +67,13 @@ def test_flow_writes_results_and_report_and_a_rerun_recomputes_nothing(
     out = tmp_path / "out"
     report = Path(run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out)))
     assert report == out / "report.md"
-    assert counters == {"fit": 4, "prepare": 2}
+    # Fused engine: one run per (experiment, batch size); Adult's 1- and 2-epoch cells share one run.
+    assert counters == {"fit": 0, "group": 2, "prepare": 2}
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns) == RESULT_COLUMNS
     assert len(results) == 8 and set(results["split"]) == {"train", "test"}
+    assert set(results["engine"]) == {"fused"}
+    assert [len(curve) for curve in results["loss_curve"]] == (results["epochs"]).tolist()
     boston = results[results["experiment"] == "boston"]
     assert boston["rmse"].notna().all() and boston["f1"].isna().all()
     assert (boston["rmse"] ** 2 != boston["mae"]).all()
@@ -78,7 +86,7 @@ def test_flow_writes_results_and_report_and_a_rerun_recomputes_nothing(
     first_mtime = (out / "results.parquet").stat().st_mtime_ns
 
     run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out))
-    assert counters == {"fit": 4, "prepare": 2}, "the rerun trained or preprocessed again"
+    assert counters == {"fit": 0, "group": 2, "prepare": 2}, "the rerun trained or preprocessed again"
     again = pd.read_parquet(out / "results.parquet")
     pd.testing.assert_frame_equal(results, again)
     assert (out / "results.parquet").stat().st_mtime_ns >= first_mtime
@@ -93,7 +101,7 @@ def test_altered_file_is_refused_before_anything_is_written(prefect_server, mirr
     message = str(caught.value)
     assert str(data_dir / "boston" / "housing.data") in message
     assert "d4accdce7a25600298819f8e28e8d593" in message
-    assert counters == {"fit": 0, "prepare": 0}
+    assert counters == {"fit": 0, "group": 0, "prepare": 0}
     assert not out.exists() and not (home / "cache").exists()
 
 
@@ -105,8 +113,17 @@ def test_invalid_values_stop_the_run_before_training(prefect_server, mirror_dir,
         run_study(datasets=["boston"], data_dir=str(data_dir), out=str(out), allow_unverified=True)
     message = str(caught.value)
     assert "housing.data" in message and "MEDV" in message and "60.0" in message
-    assert counters == {"fit": 0, "prepare": 0}
+    assert counters == {"fit": 0, "group": 0, "prepare": 0}
     assert not out.exists() and not (home / "cache").exists()
+
+
+def test_keras_engine_trains_one_model_per_trial(prefect_server, mirror_dir, home, tmp_path, counters):
+    out = tmp_path / "out"
+    run_study(datasets=["adult"], data_dir=str(mirror_dir), out=str(out), engine="keras")
+    assert counters == {"fit": 2, "group": 0, "prepare": 1}
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["engine"]) == {"keras"}
+    assert [len(curve) for curve in results["loss_curve"]] == (results["epochs"]).tolist()
 
 
 def test_failed_trial_fails_the_run_and_a_rerun_trains_only_what_failed(
@@ -123,13 +140,38 @@ def test_failed_trial_fails_the_run_and_a_rerun_trains_only_what_failed(
     monkeypatch.setattr(train, "fit_and_evaluate", failing_for_sigmoid)
     out = tmp_path / "out"
     with pytest.raises(TrialsFailed) as caught:
-        run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out))
-    assert "1 of 2 trials failed" in str(caught.value)
+        run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out), engine="keras")
+    assert "1 of 2 training tasks failed" in str(caught.value)
     assert "boston L1 U8 sigmoid e2 b64 s0" in str(caught.value) and "simulated out-of-memory" in str(caught.value)
     assert not out.exists()
     assert counters["fit"] == 1
 
     monkeypatch.setattr(train, "fit_and_evaluate", counting_fit)
-    run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out))
+    run_study(datasets=["boston"], data_dir=str(mirror_dir), out=str(out), engine="keras")
     assert counters["fit"] == 2, "the rerun should train only the trial that failed"
     assert len(pd.read_parquet(out / "results.parquet")) == 4
+
+
+def test_failed_group_fails_the_run_and_a_rerun_trains_only_that_group(
+        prefect_server, mirror_dir, home, tmp_path, counters, monkeypatch):
+    from nnstudy.errors import TrialsFailed
+
+    counting_group = fused.train_group
+
+    def failing_for_boston(arrays, trials, **kwargs):
+        if trials[0].experiment == "boston":
+            raise RuntimeError("simulated out-of-memory")
+        return counting_group(arrays, trials, **kwargs)
+
+    monkeypatch.setattr(fused, "train_group", failing_for_boston)
+    out = tmp_path / "out"
+    with pytest.raises(TrialsFailed) as caught:
+        run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out))
+    assert "1 of 2 training tasks failed" in str(caught.value)
+    assert "boston b64 [L1 U8 relu,sigmoid e2 s0]" in str(caught.value)
+    assert not out.exists() and counters["group"] == 1
+
+    monkeypatch.setattr(fused, "train_group", counting_group)
+    run_study(datasets=["boston", "adult"], data_dir=str(mirror_dir), out=str(out))
+    assert counters["group"] == 2, "the rerun should train only the group that failed"
+    assert len(pd.read_parquet(out / "results.parquet")) == 8

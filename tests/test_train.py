@@ -1,10 +1,10 @@
-"""Training one trial: the network's shape, reproducibility from the seed, and that it learns."""
+"""Training one trial with either engine: the network's shape, reproducibility from the seed, learning."""
 
 import numpy as np
 import pytest
 
 from schemas.study import TrialSpec
-from tasks import train
+from tasks import fused, train
 
 pytestmark = pytest.mark.slow
 
@@ -13,6 +13,16 @@ def spec(**kw) -> TrialSpec:
     base = dict(experiment="toy", dataset="boston", task="regression", hidden_layers=2, units=16,
                 activation="relu", epochs=30, batch_size=32, seed=0)
     return TrialSpec(**{**base, **kw})
+
+
+def fit(engine: str, data: dict, cell: TrialSpec, **kwargs) -> dict:
+    """One trial's outcome from the Keras engine, or from the fused engine as a group of one."""
+    if engine == "keras":
+        return train.fit_and_evaluate(data, cell, **kwargs)
+    return fused.train_group(data, [cell], **kwargs)[cell.digest()]
+
+
+ENGINES = pytest.mark.parametrize("engine", ["keras", "fused"])
 
 
 def linear_data(seed: int = 0) -> dict:
@@ -31,34 +41,44 @@ def test_model_has_the_cells_layers_units_and_output():
     assert train.output_layer("classification", 2) == (1, "sigmoid", "binary_crossentropy")
 
 
-def test_same_seed_gives_identical_metrics_and_another_seed_differs():
+@ENGINES
+def test_same_seed_gives_identical_metrics_and_another_seed_differs(engine):
     data = linear_data()
     args = dict(n_classes=None, target_mean=float(data["y_train"].mean()), target_std=float(data["y_train"].std()))
-    first = train.fit_and_evaluate(data, spec(epochs=5), **args)
-    second = train.fit_and_evaluate(data, spec(epochs=5), **args)
-    other = train.fit_and_evaluate(data, spec(epochs=5, seed=1), **args)
+    first = fit(engine, data, spec(epochs=5), **args)
+    second = fit(engine, data, spec(epochs=5), **args)
+    other = fit(engine, data, spec(epochs=5, seed=1), **args)
+    assert first["loss_curve"] == second["loss_curve"]
     regression = ["mae", "mape", "rmse", "r2"]
     for split in ("train", "test"):
         assert [first["metrics"][split][m] for m in regression] == [second["metrics"][split][m] for m in regression]
         assert first["metrics"][split]["rmse"] != other["metrics"][split]["rmse"]
 
 
-def test_regression_learns_a_linear_target_in_original_units():
+@ENGINES
+def test_regression_learns_a_linear_target_in_original_units(engine):
     data = linear_data()
-    out = train.fit_and_evaluate(data, spec(), n_classes=None, target_mean=float(data["y_train"].mean()),
-                                 target_std=float(data["y_train"].std()))
+    out = fit(engine, data, spec(), n_classes=None, target_mean=float(data["y_train"].mean()),
+              target_std=float(data["y_train"].std()))
     assert out["metrics"]["test"]["r2"] > 0.9
     assert out["metrics"]["test"]["mae"] < 1.5
     assert np.isnan(out["metrics"]["test"]["f1"])
     assert out["train_seconds"] > 0 and out["n_rows"] == {"train": 200, "test": 100}
+    # One loss per epoch on each split, on the standardised target: it falls from about 1 towards 0.
+    for split in ("train", "test"):
+        curve = out["loss_curve"][split]
+        assert len(curve) == 30 and curve[-1] < 0.1 * curve[0]
+    assert out["loss_curve"]["test"][-1] == pytest.approx(
+        (out["metrics"]["test"]["rmse"] / data["y_train"].std()) ** 2, rel=1e-3)
 
 
-def test_classification_learns_separable_classes():
+@ENGINES
+def test_classification_learns_separable_classes(engine):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 4)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
     data = {"x_train": x[:300], "y_train": y[:300], "x_test": x[300:], "y_test": y[300:]}
-    out = train.fit_and_evaluate(data, spec(task="classification", epochs=20), n_classes=2,
-                                 target_mean=None, target_std=None)
+    out = fit(engine, data, spec(task="classification", epochs=20), n_classes=2, target_mean=None,
+              target_std=None)
     assert out["metrics"]["test"]["f1"] > 0.85
     assert np.isnan(out["metrics"]["test"]["rmse"])
