@@ -19,7 +19,6 @@ from tasks.preprocess import PreprocessSettings
 from tasks.report import MAIN_METRIC
 from tasks.steps import (preprocess_experiment, require_valid, resolve_data, train_trial, validate_data,
                          write_report)
-from tasks.trial_store import trial_store
 
 DatasetName = Literal["mnist", "boston", "adult"]
 
@@ -75,9 +74,9 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
         settings.cache_dir) for name, experiment in experiments.items()}
     prepared = {name: future.result() for name, future in prepared.items()}
 
-    # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it; each record
-    # appears whole or not at all, and is JSON: a cache hit never unpickles a file from disk.
-    train = train_trial.with_options(result_storage=trial_store(settings.trial_dir), result_serializer="json")
+    # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it. JSON, so a
+    # cache hit never unpickles a file from disk; a record cut short by a crash reads as a miss and retrains.
+    train = train_trial.with_options(result_storage=settings.trial_dir, result_serializer="json")
     futures = {train.submit(trial, prepared[trial.experiment], experiments[trial.experiment].target):
                trial.label for trial in trials}
     rows, cached = gather_trials(futures, len(trials))
