@@ -89,7 +89,8 @@ def _print_grid(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     # Prefect reads its home when imported, so the state root is fixed before the flow module loads;
     # the flow itself resolves the remaining paths from the same arguments and environment.
-    use_state_root(RunSettings.resolve(profile=args.profile).home)
+    # Resolving here also refuses unusable paths before Prefect and TensorFlow start (tens of seconds).
+    use_state_root(RunSettings.resolve(profile=args.profile, out=args.out, data_dir=args.data_dir).home)
     from flows.study import study
 
     tidy_console(verbose=args.verbose, debug=args.debug)

@@ -29,6 +29,10 @@ class StudySpecError(NnstudyError):
     """The study specification (YAML or parameters) is invalid."""
 
 
+class SettingsError(NnstudyError):
+    """A configured path or switch is unusable, e.g. an output folder that escapes the working directory."""
+
+
 class TrialsFailed(NnstudyError):
     """One or more training trials failed."""
 

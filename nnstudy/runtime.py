@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 from pathlib import Path
+from typing import IO
+
+from nnstudy.locks import try_lock
 
 # TensorFlow prints oneDNN/absl notices on import unless both are set before it loads.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
@@ -19,15 +24,54 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+# Lock handles held for the life of the process: a lock ends when its process does, however it ends.
+_HELD_LOCKS: list[IO[str]] = []
+
+
 def use_state_root(home: Path) -> None:
     """Keep Prefect's home (database, result storage) and Keras' config inside nnstudy's state root."""
-    prefect_home = home.resolve() / "prefect"
-    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
-    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    home = home.resolve()
+    if "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(_prefect_home(home))
     # Keras writes keras.json under KERAS_HOME (default ~/.keras) on first import.
-    os.environ.setdefault("KERAS_HOME", str(home.resolve() / "keras"))
+    os.environ.setdefault("KERAS_HOME", str(home / "keras"))
     # The first ephemeral start migrates a new database: slower than Prefect's 20 s default on 2 cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _prefect_home(home: Path) -> Path:
+    """home/prefect for the first run on a state root; a private folder for each run started beside it.
+
+    Two temporary Prefect servers on one SQLite database race while creating it and then contend for its
+    write lock, so a concurrent run gets its own database under home/prefect-runs/ (removed when it ends).
+    Trial results stay shared: they live in home/trials, not in Prefect's database.
+    """
+    shared = home / "prefect"
+    if (handle := try_lock(home / "prefect.lock")) is not None:
+        _HELD_LOCKS.append(handle)
+        shared.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
+        return shared
+    runs = home / "prefect-runs"
+    for stale in runs.glob("*/"):  # left by runs that were killed: their process and lock are gone
+        if not _process_alive(stale.name) and (lock := try_lock(stale / "run.lock")) is not None:
+            lock.close()
+            shutil.rmtree(stale, ignore_errors=True)
+    private = runs / str(os.getpid())
+    _HELD_LOCKS.append(try_lock(private / "run.lock"))
+    # Registered before Prefect registers its server's stop, so it runs after the server has stopped.
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    return private
+
+
+def _process_alive(pid: str) -> bool:
+    """True if a process with this id (a folder name) exists."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _ConsoleFilter(logging.Filter):

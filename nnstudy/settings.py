@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from nnstudy.errors import SettingsError
+
 HOME_ENV = "NNSTUDY_HOME"
 DATA_DIR_ENV = "NNSTUDY_DATA_DIR"
 
@@ -45,9 +47,27 @@ class RunSettings(BaseModel):
         """Explicit arguments first, then NNSTUDY_HOME / NNSTUDY_DATA_DIR, then defaults under the cwd."""
         environ = os.environ if environ is None else environ
         cwd = cwd or Path.cwd()
-        home_path = Path(home or environ.get(HOME_ENV) or cwd / "data")
         data = data_dir or environ.get(DATA_DIR_ENV) or None
-        return cls(home=(cwd / home_path).resolve(),
+        home_value, home_source = (home, "home") if home else (environ.get(HOME_ENV), HOME_ENV)
+        return cls(home=_writable_path(cwd, home_value or "data", home_source),
                    data_dir=(cwd / data).resolve() if data else None,
-                   out_dir=(cwd / (out or Path("reports") / profile)).resolve(),
+                   out_dir=_writable_path(cwd, out or str(Path("reports") / profile), "--out"),
                    allow_unverified=allow_unverified)
+
+
+def _writable_path(cwd: Path, value: str | Path, source: str) -> Path:
+    """Resolve an output or state path; a relative one must stay inside the working directory.
+
+    A relative path that climbs out with '..' (or through a link) is more likely a mistake than a wish
+    to write elsewhere; an absolute path says so explicitly and is accepted as given. Input paths
+    (--data-dir) are only read, so they are not restricted.
+    """
+    path = Path(value).expanduser()
+    resolved = (cwd / path).resolve()
+    if not path.is_absolute() and not resolved.is_relative_to(cwd.resolve()):
+        raise SettingsError(
+            f"The output path {str(value)!r} (from {source}) resolves to {resolved}, outside the working "
+            f"directory {cwd.resolve()}; nnstudy writes outside it only when told so explicitly. Give "
+            f"the absolute path ({resolved}) if that is where you mean to write, or a path inside {cwd}."
+        )
+    return resolved

@@ -65,18 +65,40 @@ def _read_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _read_text(path: Path) -> str:
-    """Decode a file as UTF-8 (ASCII in practice), naming the byte offset of bad bytes."""
+def _field_of(prefix: bytes, columns: list[str], separator: str | None) -> str:
+    """'column 'x' (field n)' for the field in which a line's `prefix` ends."""
+    if separator is None:
+        index = len(prefix.split()) - (0 if prefix[-1:].isspace() or not prefix else 1)
+    else:
+        index = prefix.count(separator.encode())
+    name = repr(columns[index]) if index < len(columns) else "beyond the last column"
+    return f"column {name} (field {index + 1})"
+
+
+def _read_text(path: Path, columns: list[str], separator: str | None) -> str:
+    """Decode a file as UTF-8 (ASCII in practice), naming the line, field and value of bad bytes."""
     data = _read_bytes(path)
     try:
-        return data.decode("utf-8", errors="strict")
+        text = data.decode("utf-8", errors="strict")
+        bad, problem = -1, ""
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"{path} is not a UTF-8/ASCII text file: byte {data[exc.start]:#04x} at byte offset "
-            f"{exc.start} (line {line}) cannot be decoded. The file is probably corrupt, "
-            "compressed or a different file; replace it with the original."
-        ) from exc
+        bad, problem = exc.start, "cannot be decoded as UTF-8/ASCII"
+    # NUL bytes decode as UTF-8 but never occur in these files: UTF-16 or binary content.
+    nul = data.find(b"\x00", 0, bad if bad >= 0 else len(data))
+    if nul >= 0:
+        bad, problem = nul, "is a NUL byte (the file is UTF-16 or binary)"
+    if bad < 0:
+        return text
+    newline = b"\n"
+    line_start = data.rfind(newline, 0, bad) + 1
+    line_end = data.find(newline, bad) % (len(data) + 1)  # -1 (last line) becomes len(data)
+    excerpt = data[max(line_start, bad - 30): min(line_end, bad + 30)].decode("utf-8", "backslashreplace")
+    where = f"line {data.count(newline, 0, bad) + 1}, {_field_of(data[line_start:bad], columns, separator)}"
+    raise DataFormatError(
+        f"{path} is not a UTF-8/ASCII text file: byte {data[bad]:#04x} at byte offset {bad} ({where}) "
+        f"{problem}; the text around it reads {excerpt!r}. The file is in another encoding, compressed or "
+        "corrupt; replace it with the original (plain ASCII) file."
+    )
 
 
 def _data_lines(text: str, skip_prefix: str | None = None) -> list[tuple[int, str]]:
@@ -91,23 +113,35 @@ def _data_lines(text: str, skip_prefix: str | None = None) -> list[tuple[int, st
 
 
 def _check_field_counts(
-    path: Path, lines: list[tuple[int, str]], expected: int, separator: str | None
+    path: Path, lines: list[tuple[int, str]], columns: list[str], separator: str | None
 ) -> None:
-    """Check that every line has the expected number of fields, and that there are lines."""
+    """Check that every line has one field per column, and that there are lines."""
     if not lines:
         raise DataFormatError(
-            f"{path} contains no data rows (it is empty or holds only blank or '|' lines). "
-            "Replace it with the original file."
+            f"{path} contains no data rows: it holds {path.stat().st_size} bytes, none of them a "
+            f"line of the {len(columns)} fields {columns[0]!r} to {columns[-1]!r} (it is empty or "
+            "holds only blank or '|' lines). Replace it with the original file."
         )
+    expected = len(columns)
     for number, line in lines:
         # str.count is much faster than splitting, which matters for adult's 48,842 lines.
         found = line.count(separator) + 1 if separator else len(line.split())
         if found != expected:
             raise DataFormatError(
-                f"{path}, line {number}: found {found} fields, expected {expected}. "
-                f"The line starts with {line[:80]!r}. Fix or remove that line, or replace the "
-                "file with the original."
+                f"{path}, line {number}: found {found} fields, expected {expected} "
+                f"({_field_count_problem(line, columns, separator, found)}). The line starts with "
+                f"{line[:80]!r}. A column is missing or extra, or the line is cut; fix or remove "
+                "that line, or replace the file with the original."
             )
+
+
+def _field_count_problem(line: str, columns: list[str], separator: str | None, found: int) -> str:
+    """Which column has no value, or which value has no column."""
+    if found < len(columns):
+        return f"the line ends before column {columns[found]!r} (field {found + 1})"
+    fields = line.split(separator) if separator else line.split()
+    extra = fields[len(columns)].strip()
+    return f"field {len(columns) + 1} holds {extra!r} after the last column {columns[-1]!r}"
 
 
 def _numeric(
@@ -141,8 +175,8 @@ def _text_table(lines: list[tuple[int, str]], columns: list[str], separator: str
 def read_adult(path: Path) -> pd.DataFrame:
     """Read adult.data or adult.test as published by UCI; labels without the test file's dot."""
     path = Path(path)
-    lines = _data_lines(_read_text(path), skip_prefix="|")
-    _check_field_counts(path, lines, len(ADULT_COLUMNS), ",")
+    lines = _data_lines(_read_text(path, ADULT_COLUMNS, ","), skip_prefix="|")
+    _check_field_counts(path, lines, ADULT_COLUMNS, ",")
     frame = _text_table(lines, ADULT_COLUMNS, ",")
     line_numbers = [number for number, _ in lines]
     for column in ADULT_NUMERIC:
@@ -155,8 +189,8 @@ def read_adult(path: Path) -> pd.DataFrame:
 def read_boston(path: Path) -> pd.DataFrame:
     """Read housing.data: 14 whitespace-separated numbers per line, CHAS and RAD as integers."""
     path = Path(path)
-    lines = _data_lines(_read_text(path))
-    _check_field_counts(path, lines, len(BOSTON_COLUMNS), None)
+    lines = _data_lines(_read_text(path, BOSTON_COLUMNS, None))
+    _check_field_counts(path, lines, BOSTON_COLUMNS, None)
     rows = [line.split() for _, line in lines]
     frame = pd.DataFrame(rows, columns=BOSTON_COLUMNS)
     line_numbers = [number for number, _ in lines]

@@ -14,6 +14,8 @@ from tasks.metrics import ALL_METRICS
 GRID_COLUMNS = ["hidden_layers", "units", "activation", "epochs", "batch_size", "seed"]
 RESULT_COLUMNS = (["experiment", "dataset", "task", "target", "split"] + GRID_COLUMNS + list(ALL_METRICS)
                   + ["train_seconds", "n_rows", "engine", "loss_curve", "data_digest", "trial_key"])
+# Held while a run writes its outputs, so two runs on one output folder never interleave their files.
+OUT_LOCK_NAME = ".nnstudy.lock"
 
 
 def trial_rows(spec: TrialSpec, outcome: dict, *, target: str, data_digest: str, engine: str) -> list[dict]:

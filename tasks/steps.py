@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from nnstudy.locks import hold
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
@@ -58,17 +59,7 @@ def expected_rows(resolved: catalog.ResolvedData) -> dict[str, int | None]:
 @task(name="validate-data", task_run_name="validate {resolved.entry}", cache_policy=NO_CACHE)
 def validate_data(resolved: catalog.ResolvedData) -> list[validate.ValidationReport]:
     """Parse the raw files and run the data set's expectation suite on each."""
-    raw = load_raw_once(resolved)
-    rows = expected_rows(resolved)
-    if resolved.dataset == "mnist":
-        label = str(resolved.directory)
-        reports = [validate.validate_mnist(raw.arrays, file_label=label,
-                                           expected_train_rows=rows.get("train_images") or rows.get("archive_train"),
-                                           expected_test_rows=rows.get("test_images") or rows.get("archive_test"))]
-    else:
-        reports = [validate.validate_frame(frame, resolved.dataset, file_label=str(resolved.files[role].path),
-                                           parameters={"row_count": rows[role]})
-                   for role, frame in raw.frames.items()]
+    reports = validate.validate_raw(resolved, load_raw_once(resolved), expected_rows(resolved))
     for item in reports:
         get_run_logger().info(item.summary())
     return reports
@@ -138,20 +129,23 @@ def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, pr
                     targets: dict[str, str], result_storage: Path) -> dict:
     """Submit the training tasks of an engine: one per fusion group (fused) or per trial (keras).
 
+    Results are stored as JSON under `result_storage` (the state root's trials/), so a cache hit never
+    unpickles a file from disk, and a record cut short by a crash reads as a miss and retrains.
     Returns future -> (label, number of trials it trains).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     futures = {}
     if engine == "keras":
-        task_ = train_trial.with_options(result_storage=result_storage)
+        task_ = train_trial.with_options(result_storage=result_storage, result_serializer="json")
         for spec in trials:
             future = task_.submit(spec, prepared[spec.experiment], targets[spec.experiment])
             futures[future] = (spec.label, 1)
         return futures
     for group in fused.fusion_groups(trials):
         label = fused.group_label(group)
-        task_ = train_group.with_options(result_storage=result_storage, task_run_name=f"train {label}")
+        task_ = train_group.with_options(result_storage=result_storage, result_serializer="json",
+                                         task_run_name=f"train {label}")
         future = task_.submit(group, prepared[group[0].experiment], targets[group[0].experiment])
         futures[future] = (label, len(group))
     return futures
@@ -184,12 +178,15 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
     markdown = report.build_report(frame, study=study, profile=profile, experiments=experiments,
                                    datasets=datasets, preprocessing={k: v.summary() for k, v in prepared.items()},
                                    run_info=info)
-    results.write_parquet_atomic(frame, out_dir / "results.parquet")
-    for name, reports in validation.items():
-        payload = [v.model_dump(mode="json") for v in reports]
-        results.write_text_atomic(out_dir / "validation" / f"{name}.json", json.dumps(payload, indent=2, default=str))
-    results.write_text_atomic(out_dir / "data.json", json.dumps(datasets, indent=2, default=str))
-    path = results.write_text_atomic(out_dir / "report.md", markdown)
+    # Each file is replaced atomically; the lock keeps a concurrent run from mixing its files with ours.
+    with hold(out_dir / results.OUT_LOCK_NAME, what=f"the output folder {out_dir}"):
+        results.write_parquet_atomic(frame, out_dir / "results.parquet")
+        for name, reports in validation.items():
+            payload = [v.model_dump(mode="json") for v in reports]
+            results.write_text_atomic(out_dir / "validation" / f"{name}.json",
+                                      json.dumps(payload, indent=2, default=str))
+        results.write_text_atomic(out_dir / "data.json", json.dumps(datasets, indent=2, default=str))
+        path = results.write_text_atomic(out_dir / "report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=f"nnstudy-report-{profile}",
                              description=f"nnstudy report, profile {profile}")
     return path

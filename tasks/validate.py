@@ -18,9 +18,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from nnstudy.errors import NnstudyError, ValidationFailed, join_some
+from tasks.ingest import MNIST_IDX_ROLES
 
 if TYPE_CHECKING:
     import great_expectations as gx
+
+    from tasks.catalog import ResolvedData
+    from tasks.ingest import RawData
 
 # GX logs hundreds of INFO lines at import when the root logger is at INFO; set this before GX is imported.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -305,9 +309,11 @@ def _mnist_checks(arrays: dict[str, np.ndarray], expected: dict[str, int], min_f
     return checks
 
 
-def _mnist_failure_sentence(c: dict[str, Any]) -> str:
-    """One sentence for a failed numpy check, worded like the GX ones."""
+def _mnist_failure_sentence(c: dict[str, Any], sources: dict[str, str] | None = None) -> str:
+    """One sentence for a failed numpy check, worded like the GX ones; names the array's file when known."""
     what = f"{c['check']}[{c['array']}]"
+    if sources and c["array"] in sources:
+        what += f" in {sources[c['array']]}"
     if "error" in c:
         return f"{what} could not be evaluated ({c['error']})"
     if "unexpected_count" in c:
@@ -326,8 +332,12 @@ def validate_mnist(
     expected_train_rows: int,
     expected_test_rows: int,
     min_per_class_fraction: float = 0.05,
+    sources: dict[str, str] | None = None,
 ) -> ValidationReport:
-    """Check MNIST arrays (x_/y_ train/test) with numpy; each digit needs `min_per_class_fraction` of its split."""
+    """Check MNIST arrays (x_/y_ train/test) with numpy; each digit needs `min_per_class_fraction` of its split.
+
+    `sources` maps an array name (x_train...) to the file it came from, so a failure names that file.
+    """
     if not 0.0 <= min_per_class_fraction <= 0.1:
         raise ValueError("min_per_class_fraction must be within 0..0.1 (a uniform share is 0.1); "
                          f"got {min_per_class_fraction}.")
@@ -338,10 +348,28 @@ def validate_mnist(
              "success_percent": 100.0 * (len(checks) - len(failed)) / len(checks) if checks else 100.0}
     return ValidationReport(
         dataset="mnist", file=file_label, suite=MNIST_SUITE, success=not failed,
-        evaluated=len(checks), failed=len(failed), failures=[_mnist_failure_sentence(c) for c in failed],
+        evaluated=len(checks), failed=len(failed), failures=[_mnist_failure_sentence(c, sources) for c in failed],
         result={"success": not failed, "statistics": stats, "results": checks,
                 "meta": {"suite": MNIST_SUITE, "min_per_class_fraction": min_per_class_fraction}},
     )
+
+
+# --------------------------------------------------------------------------- one resolved data set
+
+
+def validate_raw(resolved: ResolvedData, raw: RawData, expected_rows: dict[str, int | None]) -> list[ValidationReport]:
+    """Validate every file of a parsed data set; `expected_rows` is the catalog's row count per file role."""
+    if resolved.dataset == "mnist":
+        if resolved.format == "npz":
+            sources = {key: f"{resolved.path('archive')}, array {key}" for key in MNIST_IDX_ROLES}
+        else:
+            sources = {key: str(resolved.path(role)) for key, role in MNIST_IDX_ROLES.items()}
+        return [validate_mnist(raw.arrays, file_label=str(resolved.directory), sources=sources,
+                               expected_train_rows=expected_rows.get("train_images") or expected_rows.get("archive_train"),
+                               expected_test_rows=expected_rows.get("test_images") or expected_rows.get("archive_test"))]
+    return [validate_frame(frame, resolved.dataset, file_label=str(resolved.files[role].path),
+                           parameters={"row_count": expected_rows[role]})
+            for role, frame in raw.frames.items()]
 
 
 # --------------------------------------------------------------------------- reporting

@@ -7,6 +7,7 @@ import http.server
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -391,6 +392,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(GOOD[: len(GOOD) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif name == "stall.bin":
+            # Headers at once, then nothing for longer than the client's timeout.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(1.5)
         elif name == "flaky.bin" and self.hits[self.path] == 1:
             self._send(b"busy", 503)
         elif name == "flaky.bin":
@@ -459,10 +467,11 @@ def test_download_wrong_bytes_raises_integrity_error(server, tmp_path: Path) -> 
     base, hits = server
     dest = tmp_path / "wrong.bin"
     with pytest.raises(DataIntegrityError) as info:
-        download_file(f"{base}/wrong.bin", dest, md5=md5_of(GOOD), **FAST)
+        download_file(f"{base}/wrong.bin", dest, md5=md5_of(GOOD), sha256=hashlib.sha256(GOOD).hexdigest(), **FAST)
     message = str(info.value)
-    assert f"{base}/wrong.bin" in message
+    assert f"{base}/wrong.bin" in message and f"Nothing was written to {dest}" in message
     assert f"expected md5 {md5_of(GOOD)}, got {md5_of(WRONG)}" in message
+    assert f"expected sha256 {hashlib.sha256(GOOD).hexdigest()}, got {hashlib.sha256(WRONG).hexdigest()}" in message
     assert hits["/wrong.bin"] == 3
     assert list(tmp_path.iterdir()) == []
 
@@ -483,6 +492,27 @@ def test_download_wrong_bytes_kept_when_unverified_allowed(server, tmp_path: Pat
     download_file(f"{base}/wrong.bin", dest, md5=md5_of(GOOD), allow_unverified=True, **FAST)
     assert dest.read_bytes() == WRONG
     assert hits["/wrong.bin"] == 1
+
+
+def test_download_stalled_server_times_out_and_retries(server, tmp_path: Path) -> None:
+    base, hits = server
+    dest = tmp_path / "stall.bin"
+    with pytest.raises(DownloadError) as info:
+        download_file(f"{base}/stall.bin", dest, md5=md5_of(GOOD), timeout=0.3, retries=1, backoff=0.01)
+    assert f"{base}/stall.bin" in str(info.value) and "timed out" in str(info.value)
+    assert hits["/stall.bin"] == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_retries_back_off_exponentially(server, tmp_path: Path, monkeypatch) -> None:
+    base, hits = server
+    pauses: list[float] = []
+    monkeypatch.setattr("tasks.catalog.time.sleep", pauses.append)
+    with pytest.raises(DownloadError):
+        download_file(f"{base}/short.bin", tmp_path / "short.bin", md5=md5_of(GOOD), timeout=5, retries=3,
+                      backoff=0.5)
+    assert hits["/short.bin"] == 4
+    assert pauses == [0.5, 1.0, 2.0]
 
 
 def test_download_not_found_is_not_retried(server, tmp_path: Path) -> None:

@@ -82,3 +82,25 @@ def test_classification_learns_separable_classes(engine):
               target_std=None)
     assert out["metrics"]["test"]["f1"] > 0.85
     assert np.isnan(out["metrics"]["test"]["rmse"])
+
+
+def test_two_fresh_processes_give_identical_metrics(tmp_path):
+    # Within one process a rerun could share state with the first fit; separate processes cannot.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import json, sys\nfrom tests.test_train import linear_data, spec\nfrom tasks import train\n"
+              "data = linear_data()\n"
+              "out = train.fit_and_evaluate(data, spec(epochs=5), n_classes=None, "
+              "target_mean=float(data['y_train'].mean()), target_std=float(data['y_train'].std()))\n"
+              "print(json.dumps(out['metrics']))")
+    root = Path(__file__).parents[1]
+    runs = [subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:]
+    first, second = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
+    regression = ["mae", "mape", "rmse", "r2"]
+    for split in ("train", "test"):
+        assert [first[split][m] for m in regression] == [second[split][m] for m in regression]
