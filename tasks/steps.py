@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
-from tasks import catalog, ingest, preprocess, report, results, train, validate
+from tasks import (baselines, catalog, figures, ingest, inspect, preprocess, replication, report, results, train,
+                   validate)
 
 quiet_libraries()
 
@@ -136,9 +137,16 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                 for name in resolved]
     info = dict(run_info, packages=package_versions(), python=platform.python_version(),
                 machine=f"{platform.machine()}, {platform.system()}")
+    reference = baselines.all_baselines(prepared, {name: study.experiments[name].task for name in prepared})
+    best = report.best_cells(frame, study, experiments)
+    confusion = inspect.confusion_of_best(best, prepared, study)
+    raw = {name: load_raw_once(data) for name, data in resolved.items()}
+    figure_set = figures.write_figures(out_dir, lambda folder: figures.render_all(
+        folder, results=frame, raw=raw, best=best, confusion=confusion, experiments=experiments))
     markdown = report.build_report(frame, study=study, profile=profile, experiments=experiments,
                                    datasets=datasets, preprocessing={k: v.summary() for k, v in prepared.items()},
-                                   run_info=info)
+                                   run_info=info, baselines=reference, published=replication.load_published(),
+                                   conclusions=replication.load_conclusions(), figures=figure_set)
     results.write_parquet_atomic(frame, out_dir / "results.parquet")
     for name, reports in validation.items():
         payload = [v.model_dump(mode="json") for v in reports]
