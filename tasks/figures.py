@@ -125,7 +125,7 @@ def metric_vs_epochs(results: pd.DataFrame, experiment: str, metric: str, direct
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{experiment}: test {METRIC_NAMES.get(metric, metric)} by epochs, batch size and width")
+    fig.suptitle(f"{experiment}: test {METRIC_NAMES.get(metric, metric)} by epochs, batch size and width", y=1.04)
     averaged = [a for a in GRID_AXES if a not in ("units", "batch_size", "epochs") and rows[a].nunique() > 1]
     return FigureRef(_save(fig, directory, f"{experiment}_metric_vs_epochs.png"), experiment, (
         f"{experiment}: test {METRIC_NAMES.get(metric, metric)} against epochs per batch size and width"
@@ -248,7 +248,8 @@ def render_all(directory: Path, *, results: pd.DataFrame, raw: dict, best: dict[
             found = confusion[experiment]
             refit = found["metrics"].get(cell["metric"], float("nan"))
             title = (f"{experiment}: best configuration, seed {cell['seed']} refitted "
-                     f"(test {METRIC_NAMES.get(cell['metric'], cell['metric'])} {refit:.4f})")
+                     f"(test {METRIC_NAMES.get(cell['metric'], cell['metric'])} {refit:.4f}; "
+                     f"the trial recorded {cell['seed_value']:.4f})")
             figure_set.figures.append(confusion_figure(found["matrix"], title, directory,
                                                        f"{experiment}_confusion.png"))
     return figure_set

@@ -211,7 +211,8 @@ def missing_value_findings(published: pd.DataFrame, study: StudySpec) -> list[Fi
         gaps = rows[rows[columns].isna().any(axis=1)]
         for _, row in gaps.iterrows():
             empty = [c for c in columns if pd.isna(row[c])]
-            cell = ", ".join(f"{a} {row[a]}" for a in AXES if not pd.isna(row[a]))
+            cell = ", ".join(f"{a} {row[a] if a == 'activation' else int(row[a])}" for a in AXES
+                             if not pd.isna(row[a]))
             findings.append(Finding("missing-cells", int(table),
                                     f"Table {int(table)} leaves {', '.join(empty)} empty in the row {cell}."))
     return findings

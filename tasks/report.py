@@ -401,6 +401,7 @@ def best_cells(results: pd.DataFrame, study: StudySpec, experiments: list[str]) 
         out[experiment] = {**{a: best[a] for a in GRID_AXES}, "metric": metric, "higher": higher,
                            "mean": float(best[f"{metric}_mean"]), "std": float(best[f"{metric}_std"]),
                            "n_seeds": int(best["n_seeds"]), "seed": int(ranked["seed"].iloc[(len(ranked) - 1) // 2]),
+                           "seed_value": float(ranked[metric].iloc[(len(ranked) - 1) // 2]),
                            "configuration": _configuration_text(best)}
     return out
 
@@ -533,15 +534,19 @@ def _main_rows(comparison: pd.DataFrame, study: StudySpec) -> pd.DataFrame:
 def _replication_headline(comparison: pd.DataFrame, study: StudySpec) -> str:
     main = _main_rows(comparison, study)
     test = main[main["split"] == "test"]
-    judged = test.dropna(subset=["within_spread"])
+    matched = test.dropna(subset=["ours_mean"])
+    if matched.empty:
+        return (f"none of the {len(test)} published test cells is a cell of this run, so no published number "
+                "can be compared; the checks of the published tables below still apply.")
+    judged = matched.dropna(subset=["within_spread"])
+    head = f"{len(matched)} of the {len(test)} published test cells are cells of this run"
     if judged.empty:
-        return (f"{len(test)} published test cells compared on the main metric; with one seed per cell there is "
-                "no seed-to-seed spread to judge them by.")
+        return head + "; with one seed per cell there is no seed-to-seed spread to judge them by."
     inside = int(judged["within_spread"].astype(bool).sum())
     per_table = "; ".join(f"Table {t}: {int(g['within_spread'].astype(bool).sum())}/{len(g)}"
                           for t, g in judged.groupby("table"))
-    return (f"{inside} of {len(judged)} published test cells lie within {replication.SPREAD_WIDTH:g} seed "
-            f"standard deviations of our mean on the main metric ({per_table}).")
+    return (f"{head}; {inside} of {len(judged)} lie within {replication.SPREAD_WIDTH:g} seed standard "
+            f"deviations of our mean on the main metric ({per_table}).")
 
 
 def _setup_differences(datasets: list[dict], preprocessing: dict[str, dict], study: StudySpec,
@@ -594,7 +599,7 @@ def replication_section(comparison: pd.DataFrame, findings: list[replication.Fin
     for (table, metric), group in comparison.groupby(["table", "metric"], sort=True):
         judged = group.dropna(subset=["within_spread"])
         summary_rows.append([str(table), f"{group['experiment'].iloc[0]} {group['split'].iloc[0]}",
-                             _metric_label(metric), str(len(group)), _number(group["published"].mean()),
+                             "MAE (as labelled)" if metric == "mae" else _metric_label(metric), str(len(group)), _number(group["published"].mean()),
                              _number(group["ours_mean"].mean()), _number(group["difference"].abs().median()),
                              f"{int(judged['within_spread'].astype(bool).sum())}/{len(judged)}" if len(judged)
                              else MISSING])
@@ -602,7 +607,11 @@ def replication_section(comparison: pd.DataFrame, findings: list[replication.Fin
         ["Table", "Experiment", "Metric", "Cells", "Published mean", "Ours mean", "Median abs. difference",
          "Within spread"], summary_rows, [True, False, False, True, True, True, True, True]))
     for table, group in _main_rows(comparison, study).groupby("table", sort=True):
-        metric = group["metric"].iloc[0]
+        metric, unmatched = group["metric"].iloc[0], int(group["ours_mean"].isna().sum())
+        group = group.dropna(subset=["ours_mean"])
+        if group.empty:
+            parts.append(f"Table {table}: none of its {unmatched} cells is a cell of this run.")
+            continue
         rows = [[_cell_axes_text(r), _number(r["published"]), _mean_std(r["ours_mean"], r["ours_std"]),
                  _number(r["difference"], 4) if not pd.isna(r["difference"]) else MISSING,
                  MISSING if r["within_spread"] is None or pd.isna(r["within_spread"])
@@ -610,8 +619,9 @@ def replication_section(comparison: pd.DataFrame, findings: list[replication.Fin
         table_text = _markdown_table(["Cell (layers units activation epochs batch)", "Published",
                                       "Ours (mean ± std)", "Ours − published", "Within spread"],
                                      rows, [False, True, True, True, False])
-        parts.append(f"<details><summary>Table {table}: every published cell, {_metric_label(metric)}"
-                     f"</summary>\n\n{table_text}\n\n</details>")
+        extra = f" ({unmatched} published cells are not cells of this run)" if unmatched else ""
+        parts.append(f"<details><summary>Table {table}: every published cell of this run, "
+                     f"{_metric_label(metric)}{extra}</summary>\n\n{table_text}\n\n</details>")
     return "\n\n".join(parts)
 
 
@@ -644,7 +654,21 @@ def baselines_section(baselines: pd.DataFrame | None, best: dict[str, dict], stu
         parts.append(f"### {experiment}\n\n" + _markdown_table(
             ["Model", *[_metric_label(m) for m in metrics], "Fit (s)"], table_rows,
             [False, *[True] * len(metrics), True]))
+        parts += _median_beats(rows, experiment)
     return "\n\n".join(parts)
+
+
+def _median_beats(rows: pd.DataFrame, experiment: str) -> list[str]:
+    """A sentence when predicting the training median beats a fitted model in MAE."""
+    if "mae" not in rows or baselines_module.MEDIAN not in set(rows["model"]):
+        return []
+    median = float(rows[rows["model"] == baselines_module.MEDIAN]["mae"].iloc[0])
+    fitted = rows[~rows["model"].astype(str).str.startswith("constant") & (rows["mae"] > median)]
+    if fitted.empty:
+        return []
+    names = ", ".join(f"{r['model']} ({_number(r['mae'])})" for _, r in fitted.iterrows())
+    return [f"On {experiment}, predicting the training median for every row (MAE {_number(median)}) beats "
+            f"{names} in MAE: those models minimise squared error, and MAE rewards the median."]
 
 
 def figures_section(figure_set: FigureSet | None, experiments: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from functools import lru_cache
 from importlib import metadata
@@ -136,7 +137,7 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                                  for v in validation[name]])
                 for name in resolved]
     info = dict(run_info, packages=package_versions(), python=platform.python_version(),
-                machine=f"{platform.machine()}, {platform.system()}")
+                machine=f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPU cores")
     reference = baselines.all_baselines(prepared, {name: study.experiments[name].task for name in prepared})
     best = report.best_cells(frame, study, experiments)
     confusion = inspect.confusion_of_best(best, prepared, study)
