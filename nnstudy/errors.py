@@ -37,6 +37,10 @@ class TrialsFailed(NnstudyError):
     """One or more training trials failed."""
 
 
+class ReferenceDataError(NnstudyError):
+    """The published results or conclusions file the report compares against is malformed."""
+
+
 def join_some(items: list[str], limit: int | None) -> str:
     """The first `limit` items joined with '; ', then '; and N more' for the rest (all when limit is None)."""
     shown = items if limit is None else items[:limit]

@@ -36,6 +36,9 @@ from tasks.train import output_layer, score
 FUSED_VERSION = "1"
 # Rows scored per forward pass when evaluating (bounds memory on the full MNIST training set).
 EVAL_CHUNK = 16384
+# XLA compiles an epoch in a few seconds and then runs its steps several times faster than the plain
+# graph: worth it only for groups with many steps (measured in benchmarks/vs_plain_keras.py).
+JIT_MIN_STEPS = 2000
 
 
 def group_key(spec: TrialSpec) -> tuple:
@@ -291,12 +294,14 @@ def epoch_orders(members: Sequence[Member], n_rows: int, epochs: int):
 
 
 def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n_classes: int | None,
-                target_mean: float | None, target_std: float | None, jit_compile: bool = True) -> dict[str, dict]:
+                target_mean: float | None, target_std: float | None, jit_compile: bool | None = None,
+                return_predictions: bool = False) -> dict[str, dict]:
     """Train a fusion group; returns, per trial digest, the same outcome dict as the Keras engine.
 
     Each outcome holds metrics per split after the trial's own epoch count, `train_seconds` (its share
     of the group's training time: the group's time over its models, times its fraction of the epochs),
-    `n_rows`, and `loss_curve` per split (one loss per epoch up to the trial's epochs).
+    `n_rows`, and `loss_curve` per split (one loss per epoch up to the trial's epochs); with
+    `return_predictions`, also `test_predictions`.
     """
     import keras
     import tensorflow as tf
@@ -315,6 +320,8 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     if first.task == "regression" and target_std:
         y_train = ((y_train - target_mean) / target_std).astype("float32")
         y_test = ((y_test - target_mean) / target_std).astype("float32")
+    if jit_compile is None:
+        jit_compile = max_epochs * -(-len(y_train) // first.batch_size) >= JIT_MIN_STEPS
     model = FusedMLP(n_features=arrays["x_train"].shape[1], depths=[m.hidden_layers for m in members],
                      units=[m.units for m in members], activations=[m.activation for m in members],
                      task=first.task, n_classes=n_classes, batch_size=first.batch_size,
@@ -345,6 +352,8 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
             "metrics": metrics, "n_rows": n_rows,
             "train_seconds": seconds / len(members) * epochs / max_epochs,
             "loss_curve": {split: [float(curves[split][e][m]) for e in range(epochs)] for split in ("train", "test")}}
+        if return_predictions:
+            outcomes[trial.digest()]["test_predictions"] = scored[epochs]["test"][m]
     del model
     keras.backend.clear_session()
     gc.collect()

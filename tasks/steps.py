@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from functools import lru_cache
 from importlib import metadata
@@ -17,7 +18,8 @@ from nnstudy.locks import hold
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
-from tasks import catalog, fused, ingest, preprocess, report, results, train, validate
+from tasks import (baselines, catalog, figures, fused, ingest, inspect, preprocess, replication, report, results,
+                   train, validate)
 
 quiet_libraries()
 
@@ -174,12 +176,19 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                                  for v in validation[name]])
                 for name in resolved]
     info = dict(run_info, packages=package_versions(), python=platform.python_version(),
-                machine=f"{platform.machine()}, {platform.system()}")
-    markdown = report.build_report(frame, study=study, profile=profile, experiments=experiments,
-                                   datasets=datasets, preprocessing={k: v.summary() for k, v in prepared.items()},
-                                   run_info=info)
+                machine=f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPU cores")
+    reference = baselines.all_baselines(prepared, {name: study.experiments[name].task for name in prepared})
+    best = report.best_cells(frame, study, experiments)
+    confusion = inspect.confusion_of_best(best, prepared, study)
+    raw = {name: load_raw_once(data) for name, data in resolved.items()}
     # Each file is replaced atomically; the lock keeps a concurrent run from mixing its files with ours.
     with hold(out_dir / results.OUT_LOCK_NAME, what=f"the output folder {out_dir}"):
+        figure_set = figures.write_figures(out_dir, lambda folder: figures.render_all(
+            folder, results=frame, raw=raw, best=best, confusion=confusion, experiments=experiments))
+        markdown = report.build_report(frame, study=study, profile=profile, experiments=experiments,
+                                       datasets=datasets, preprocessing={k: v.summary() for k, v in prepared.items()},
+                                       run_info=info, baselines=reference, published=replication.load_published(),
+                                       conclusions=replication.load_conclusions(), figures=figure_set)
         results.write_parquet_atomic(frame, out_dir / "results.parquet")
         for name, reports in validation.items():
             payload = [v.model_dump(mode="json") for v in reports]

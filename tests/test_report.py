@@ -287,10 +287,11 @@ def test_build_report_skips_an_experiment_without_rows_and_keeps_order(results):
     assert "_adult-hours: no results in this run; skipped._" in lines
     assert not any(line.startswith("Table 7") or line.startswith("Table 8") for line in lines)
     headings = [line for line in lines if line.startswith("## ")]
-    assert headings == ["## boston — Boston Housing, regression of MEDV",
+    assert headings == ["## Summary",
+                        "## boston — Boston Housing, regression of MEDV",
                         "## mnist — MNIST, classification of digit",
                         "## adult-income — Adult, classification of income",
-                        "## Data"]
+                        "## Hyperparameter effects", "## Figures", "## Baselines", "## Data", "## Environment"]
     captions = [line.split(" — ")[0] for line in lines if line.startswith("Table ")]
     assert captions == ["Table 5", "Table 6", "Table 3", "Table 4", "Table 9"]
 

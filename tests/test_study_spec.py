@@ -14,7 +14,8 @@ def study():
 def test_default_study_is_the_published_grid(study):
     sizes = {name: study.grid_for(name, "sample").size() for name in study.experiments}
     assert sizes == {"mnist": 24, "boston": 72, "adult-hours": 24, "adult-income": 4}
-    assert len(study.trials("sample")) == 124
+    assert len(study.trials("sample")) == 124 * 3  # three seeds per cell
+    assert len(study.trials("sample", seeds=[0])) == 124 and len(study.trials("quick")) == 6
     assert study.grid_for("boston", "full") == study.experiments["boston"].grid
 
 
