@@ -11,19 +11,39 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
+from nnstudy.errors import DataNotFoundError, DownloadError
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
 from tasks import catalog, ingest, preprocess, report, results, train, validate
+from tasks.prefect_ui import TRAIN_CONCURRENCY_TAG, publish_results, publish_validation, trial_run_name
 
 quiet_libraries()
 
 REPORTED_PACKAGES = ("nnstudy", "prefect", "tensorflow-cpu", "tensorflow", "keras", "pandas", "numpy",
                      "scikit-learn", "pyarrow", "great-expectations")
+# A trial that runs longer than this is stuck (the full profile's largest MNIST cell takes minutes): it fails,
+# the other trials go on, and a rerun tries it again.
+TRAIN_TIMEOUT_SECONDS = 3600
 
 
-@task(name="resolve-data", task_run_name="resolve {dataset}", cache_policy=NO_CACHE)
+def download_failed(task, task_run, state) -> bool:
+    """Retry resolving only when a download failed (network), not when a file is absent or altered."""
+    try:
+        state.result()
+    except DataNotFoundError as exc:
+        return isinstance(exc.__cause__, DownloadError)
+    except Exception:
+        return False
+    return False
+
+
+# Each download already retries 3 times (1, 2, 4 s apart); the task retries the whole data set twice more,
+# 30 and 60 s later, for outages longer than that.
+@task(name="resolve-data", task_run_name="resolve {dataset}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_condition_fn=download_failed)
 def resolve_data(dataset: str, settings: RunSettings, accept_subsample: bool) -> catalog.ResolvedData:
     """Find a data set locally or download it, verifying checksums."""
     resolved = catalog.resolve_dataset(dataset, data_dir=settings.data_dir, raw_dir=settings.raw_dir,
@@ -70,6 +90,7 @@ def validate_data(resolved: catalog.ResolvedData) -> list[validate.ValidationRep
                    for role, frame in raw.frames.items()]
     for item in reports:
         get_run_logger().info(item.summary())
+    publish_validation(resolved.dataset, reports)
     return reports
 
 
@@ -103,7 +124,8 @@ def trial_cache_key(context, parameters: dict) -> str:
     return (f"trial-{spec.experiment}-{ref.digest[:16]}-{spec.digest()[:16]}-trainer{train.TRAINER_VERSION}")
 
 
-@task(name="train", task_run_name="train {spec.label}", cache_key_fn=trial_cache_key, persist_result=True)
+@task(name="train", task_run_name=trial_run_name, cache_key_fn=trial_cache_key, persist_result=True,
+      tags=[TRAIN_CONCURRENCY_TAG], timeout_seconds=TRAIN_TIMEOUT_SECONDS)
 def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str) -> list[dict]:
     """Train and score one grid cell with one seed; returns its results rows."""
     arrays = preprocess.load_arrays(ref.path, ref.digest)
@@ -147,4 +169,5 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
     path = results.write_text_atomic(out_dir / "report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=f"nnstudy-report-{profile}",
                              description=f"nnstudy report, profile {profile}")
+    publish_results(frame.to_dict(orient="records"), profile)
     return path
