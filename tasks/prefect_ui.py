@@ -15,6 +15,10 @@ from schemas.study import TrialSpec
 # many trainings run at once across all flow runs of a server, whatever the task runner.
 TRAIN_CONCURRENCY_TAG = "nnstudy-train"
 RESULT_TABLE_SKIPS = frozenset({"loss_curve"})  # list-valued columns: the table artifact shows scalars only
+# What a reader scans first: the cell, then its metrics; the other columns follow in their own order.
+RESULT_TABLE_LEADS = ("experiment", "split", "hidden_layers", "units", "activation", "epochs", "batch_size", "seed",
+                      "f1", "accuracy", "precision", "recall", "rmse", "mae", "mape", "r2", "train_seconds")
+TABLE_DECIMALS = 4
 
 
 def trial_run_name(parameters: dict[str, Any]) -> str:
@@ -53,18 +57,24 @@ class TrialProgress:
 
 
 def _cell(value: Any) -> Any:
-    """A JSON-friendly table cell: NaN becomes empty, numpy scalars plain Python."""
+    """A JSON-friendly table cell: NaN becomes empty, numpy scalars plain Python, floats to 4 decimals."""
     if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, TABLE_DECIMALS)
     return value
 
 
 def results_table(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Results rows as table-artifact rows: scalar columns only, NaN shown empty."""
-    return [{key: _cell(value) for key, value in row.items() if key not in RESULT_TABLE_SKIPS}
-            for row in records]
+    """Results rows as table-artifact rows: cell and metrics first, scalar columns only, NaN shown empty.
+
+    A view for the UI; results.parquet keeps the full precision.
+    """
+    table = []
+    for row in records:
+        keys = [k for k in RESULT_TABLE_LEADS if k in row] + [k for k in row if k not in RESULT_TABLE_LEADS]
+        table.append({key: _cell(row[key]) for key in keys if key not in RESULT_TABLE_SKIPS})
+    return table
 
 
 def validation_markdown(dataset: str, reports: Iterable) -> str:
