@@ -63,12 +63,13 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of a process (Linux), so a recorded PID is not confused with a reused one."""
+    """The kernel's start time of a living process (Linux; None for a zombie or no process), so a recorded
+    PID is not confused with a reused one."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def group_alive(pgid: int) -> bool:
@@ -97,6 +98,36 @@ def stop_process_group(pgid: int, process: subprocess.Popen | None = None, timeo
                 return True
             time.sleep(0.2)
     return not group_alive(pgid)
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """PIDs of processes (Linux) whose environment has PREFECT_HOME=home: what a service left running."""
+    marker = f"PREFECT_HOME={Path(home).resolve()}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "environ").read_bytes() + b"\0" and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def stop_leftovers(home: Path, timeout: float = 10) -> list[int]:
+    """Stop processes still running with this PREFECT_HOME (a flow run its worker left behind); their PIDs."""
+    leftovers = processes_with_home(home)
+    for pid in leftovers:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and process_start_time(pid) is not None:
+                time.sleep(0.2)
+            if process_start_time(pid) is None:
+                break
+    return leftovers
 
 
 @dataclass(frozen=True)
@@ -282,7 +313,8 @@ def down(state_dir: Path) -> list[str]:
     state_file = state_dir.resolve() / STATE_FILE
     if not state_file.exists():
         return [f"No local service is recorded in {state_file}; nothing to stop."]
-    processes = json.loads(state_file.read_text()).get("processes", {})
+    recorded = json.loads(state_file.read_text())
+    processes = recorded.get("processes", {})
     lines = []
     for name in ("worker", "server"):
         if name not in processes:
@@ -295,5 +327,8 @@ def down(state_dir: Path) -> list[str]:
         else:
             raise ServiceError(f"The {name} (process group {entry['pid']}) survived SIGTERM and SIGKILL; "
                                f"{state_file} is kept so you can retry.")
+    # A flow run has a process group of its own; its worker stops it, unless the worker had to be killed.
+    if recorded.get("prefect_home"):
+        lines += [f"flow run process (PID {pid}) stopped" for pid in stop_leftovers(Path(recorded["prefect_home"]))]
     state_file.unlink()
     return lines

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nnstudy.service import POOL, LocalService, ServiceError, free_port, group_alive, stop_process_group
+from nnstudy.service import (POOL, LocalService, ServiceError, free_port, group_alive, processes_with_home,
+                             stop_leftovers, stop_process_group)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TRIALS = 6  # schemas/study.yaml, profile quick, seed 0
@@ -28,8 +29,10 @@ def service(tmp_path, mirror_dir):
         started.append(local.start_worker(ROOT, name="e2e-worker", env=env))
         yield local, env
     finally:
-        leftovers = [p.pid for p in reversed(started) if not stop_process_group(p.pid, p)]
-        assert not leftovers, f"process groups still alive after SIGTERM and SIGKILL: {leftovers}"
+        survivors = [p.pid for p in reversed(started) if not stop_process_group(p.pid, p)]
+        leftovers = stop_leftovers(local.home)  # e.g. a flow run in its own process group
+        assert not survivors, f"process groups still alive after SIGTERM and SIGKILL: {survivors}"
+        assert not leftovers, f"processes left running with PREFECT_HOME={local.home}: {leftovers}"
         assert not any(group_alive(p.pid) for p in started)
 
 
@@ -98,3 +101,24 @@ def test_a_busy_port_is_refused_naming_it(tmp_path):
         port = sock.getsockname()[1]
         with pytest.raises(ServiceError, match=f"Port {port} on 127.0.0.1 is already in use"):
             LocalService(state_dir=tmp_path, port=port).start_server()
+
+
+def test_processes_left_with_a_service_home_are_found_and_stopped(tmp_path):
+    import os
+    import subprocess
+
+    home = tmp_path / "prefect-home"
+    # The shell exits at once: the sleep it leaves behind is nobody's child here, like an orphaned flow run.
+    started = subprocess.run(["sh", "-c", "sleep 120 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                             env={**os.environ, "PREFECT_HOME": str(home)}, check=True)
+    orphan = int(started.stdout)
+    try:
+        assert processes_with_home(home) == [orphan]
+        assert processes_with_home(tmp_path / "other") == []
+        assert stop_leftovers(home) == [orphan]
+        assert processes_with_home(home) == []
+    finally:
+        try:
+            os.kill(orphan, 9)
+        except ProcessLookupError:
+            pass
