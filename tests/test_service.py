@@ -9,9 +9,10 @@ import pytest
 
 from nnstudy.service import (POOL, LocalService, ServiceError, free_port, group_alive, processes_with_home,
                              stop_leftovers, stop_process_group)
+from schemas.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_TRIALS = 6  # schemas/study.yaml, profile quick, seed 0
+QUICK_TRIALS = len(load_study().trials("quick"))
 
 
 @pytest.fixture
