@@ -7,7 +7,7 @@ NNSTUDY_DATA_DIR ?= $(wildcard ../shared/datasets)
 DATA_ARG := $(if $(NNSTUDY_DATA_DIR),--data-dir $(NNSTUDY_DATA_DIR),)
 PYTEST_ARGS ?=
 
-.PHONY: install quick sample full test test-fast clean-cache
+.PHONY: install quick sample full test test-fast clean-cache service-up service-down
 
 $(BIN)/nnstudy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: install  ## the whole test suite
 
 test-fast: install  ## tests that train no model and run no flow
 	NNSTUDY_DATA_DIR=$(NNSTUDY_DATA_DIR) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+service-up: install  ## local Prefect server (127.0.0.1:4200), work pool, deployments and a worker
+	$(BIN)/python scripts/service.py up
+
+service-down:  ## stop the worker and the server that service-up started (by their PIDs)
+	$(BIN)/python scripts/service.py down
 
 clean-cache:  ## delete downloads, preprocessed caches and Prefect state (./data)
 	rm -rf data

@@ -15,6 +15,7 @@ from nnstudy import __version__
 from nnstudy.errors import TrialsFailed, join_some
 from nnstudy.settings import RunSettings
 from schemas.study import ProfileName, load_study
+from tasks.prefect_ui import TrialProgress
 from tasks.preprocess import PreprocessSettings
 from tasks.report import MAIN_METRIC
 from tasks.steps import (preprocess_experiment, require_valid, resolve_data, submit_training, validate_data,
@@ -40,6 +41,7 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
     """
     logger = get_run_logger()
     rows, cached, done, failures = [], 0, 0, []
+    progress = TrialProgress(total)
     for future in as_completed(list(futures)):
         future.wait()  # records the final state locally; the API's copy may lag behind
         state, (label, size) = future.state, futures[future]
@@ -54,6 +56,7 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
         else:
             failures.append(f"{label}: {state.message}")
             logger.error("[%d/%d] %s failed: %s", done, total, label, state.message)
+        progress.update(done, cached, len(failures))
     if failures:
         raise TrialsFailed(f"{len(failures)} of {len(futures)} training tasks failed; finished ones are cached and "
                            f"a rerun resumes from them. Failures: {join_some(failures, 5)}.")
@@ -66,8 +69,19 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
           allow_unverified: bool = False, study_file: str | None = None, engine: Engine = "fused") -> str:
     """Reproduce the published study: validate data, preprocess, train every grid cell, write the report.
 
-    `engine`: `fused` trains the cells of each (experiment, batch size) together as one stacked model;
-    `keras` trains one plain Keras model per cell (the reference).
+    Args:
+        profile: How much of the study to run: quick (small subsets), sample (the full grid on local data)
+            or full (the published study on the full MNIST).
+        datasets: Data sets to include (default: all three).
+        seeds: Seeds to train each grid cell with (default: the profile's).
+        data_dir: Folder with adult/, boston/, mnist/ or mnist-5k/; a relative path is taken from the
+            working directory (default: $NNSTUDY_DATA_DIR, then the download cache).
+        out: Output folder for report.md and results.parquet (default: reports/<profile>).
+        allow_unverified: Use data files whose checksums differ from the catalog; the report flags them.
+        study_file: Study YAML to use instead of the built-in schemas/study.yaml.
+        engine: fused (default) trains the cells of each (experiment, batch size) together as one stacked
+            model and shares runs that differ only in epochs; keras trains one plain Keras model per cell
+            (the reference engine).
     """
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     settings = RunSettings.resolve(profile=profile, data_dir=data_dir, out=out, allow_unverified=allow_unverified)
@@ -77,13 +91,14 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     trials = spec.trials(profile, datasets, seeds)
     needed = sorted({e.dataset for e in experiments.values()})
 
-    resolved = {name: resolve_data.submit(name, settings, run_profile.accept_mnist_subsample) for name in needed}
+    resolved = {name: tagged(resolve_data, name).submit(name, settings, run_profile.accept_mnist_subsample)
+                for name in needed}
     resolved = {name: future.result() for name, future in resolved.items()}
-    validation = {name: validate_data.submit(resolved[name]) for name in needed}
+    validation = {name: tagged(validate_data, name).submit(resolved[name]) for name in needed}
     validation = {name: future.result() for name, future in validation.items()}
     require_valid([report for reports in validation.values() for report in reports])
 
-    prepared = {name: preprocess_experiment.submit(
+    prepared = {name: tagged(preprocess_experiment, experiment.dataset).submit(
         resolved[experiment.dataset],
         PreprocessSettings.for_experiment(name, experiment, max_train_rows=run_profile.max_train_rows,
                                           max_test_rows=run_profile.max_test_rows),

@@ -16,12 +16,27 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
              "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
+class _DropThreadTimeoutNotice(logging.Filter):
+    """Drops Prefect's per-task notice that a timeout in a worker thread waits for blocking calls to return.
+
+    Training returns to Python after every batch, so a training task's timeout does interrupt it; the notice
+    would otherwise repeat once per trial.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Timeout of %s seconds configured")
+                    and "worker thread" in record.msg)
+
+
 def quiet_libraries() -> None:
     """Keep TensorFlow, Great Expectations and absl noise out of the terminal (call before importing them)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     for name in ("tensorflow", "absl", "great_expectations", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    task_runs = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _DropThreadTimeoutNotice) for f in task_runs.filters):
+        task_runs.addFilter(_DropThreadTimeoutNotice())
 
 
 # Lock handles held for the life of the process: a lock ends when its process does, however it ends.

@@ -13,21 +13,41 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
+from nnstudy.errors import DataNotFoundError, DownloadError
 from nnstudy.locks import hold
 from nnstudy.runtime import quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
 from tasks import (baselines, catalog, figures, fused, ingest, inspect, preprocess, replication, report, results,
                    train, validate)
+from tasks.prefect_ui import TRAIN_CONCURRENCY_TAG, publish_results, publish_validation, tagged, trial_run_name
 
 quiet_libraries()
 
 REPORTED_PACKAGES = ("nnstudy", "prefect", "tensorflow-cpu", "tensorflow", "keras", "pandas", "numpy",
                      "scikit-learn", "pyarrow", "great-expectations")
+# A trial that runs longer than this is stuck (the full profile's largest MNIST cell takes minutes): it fails,
+# the other trials go on, and a rerun tries it again.
+TRAIN_TIMEOUT_SECONDS = 3600
 
 
-@task(name="resolve-data", task_run_name="resolve {dataset}", cache_policy=NO_CACHE)
+def download_failed(task, task_run, state) -> bool:
+    """Retry resolving only when a download failed (network), not when a file is absent or altered."""
+    try:
+        state.result()
+    except DataNotFoundError as exc:
+        return isinstance(exc.__cause__, DownloadError)
+    except Exception:
+        return False
+    return False
+
+
+# Each download already retries 3 times (1, 2, 4 s apart); the task retries the whole data set twice more,
+# 30 and 60 s later, for outages longer than that.
+@task(name="resolve-data", task_run_name="resolve {dataset}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_condition_fn=download_failed)
 def resolve_data(dataset: str, settings: RunSettings, accept_subsample: bool) -> catalog.ResolvedData:
     """Find a data set locally or download it, verifying checksums."""
     resolved = catalog.resolve_dataset(dataset, data_dir=settings.data_dir, raw_dir=settings.raw_dir,
@@ -64,6 +84,7 @@ def validate_data(resolved: catalog.ResolvedData) -> list[validate.ValidationRep
     reports = validate.validate_raw(resolved, load_raw_once(resolved), expected_rows(resolved))
     for item in reports:
         get_run_logger().info(item.summary())
+    publish_validation(resolved.dataset, reports)
     return reports
 
 
@@ -100,7 +121,8 @@ def trial_cache_key(context, parameters: dict) -> str:
     return (f"trial-{spec.experiment}-{ref.digest[:16]}-{spec.digest()[:16]}-trainer{train.TRAINER_VERSION}")
 
 
-@task(name="train", task_run_name="train {spec.label}", cache_key_fn=trial_cache_key, persist_result=True)
+@task(name="train", task_run_name=trial_run_name, cache_key_fn=trial_cache_key, persist_result=True,
+      tags=[TRAIN_CONCURRENCY_TAG], timeout_seconds=TRAIN_TIMEOUT_SECONDS)
 def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str) -> list[dict]:
     """Keras engine: train and score one grid cell with one seed; returns its results rows."""
     arrays = preprocess.load_arrays(ref.path, ref.digest)
@@ -116,7 +138,8 @@ def group_cache_key(context, parameters: dict) -> str:
     return f"group-{trials[0].experiment}-{ref.digest[:16]}-{members[:16]}-fused{fused.FUSED_VERSION}"
 
 
-@task(name="train-group", cache_key_fn=group_cache_key, persist_result=True)
+@task(name="train-group", cache_key_fn=group_cache_key, persist_result=True, tags=[TRAIN_CONCURRENCY_TAG],
+      timeout_seconds=TRAIN_TIMEOUT_SECONDS)
 def train_group(trials: list[TrialSpec], ref: preprocess.PreparedRef, target: str) -> list[dict]:
     """Fused engine: train a fusion group's models together; returns the results rows of all its trials."""
     arrays = preprocess.load_arrays(ref.path, ref.digest)
@@ -141,13 +164,13 @@ def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, pr
     if engine == "keras":
         task_ = train_trial.with_options(result_storage=result_storage, result_serializer="json")
         for spec in trials:
-            future = task_.submit(spec, prepared[spec.experiment], targets[spec.experiment])
+            future = tagged(task_, spec.dataset).submit(spec, prepared[spec.experiment], targets[spec.experiment])
             futures[future] = (spec.label, 1)
         return futures
     for group in fused.fusion_groups(trials):
         label = fused.group_label(group)
-        task_ = train_group.with_options(result_storage=result_storage, result_serializer="json",
-                                         task_run_name=f"train {label}")
+        task_ = tagged(train_group.with_options(result_storage=result_storage, result_serializer="json",
+                                                task_run_name=f"train {label}"), group[0].dataset)
         future = task_.submit(group, prepared[group[0].experiment], targets[group[0].experiment])
         futures[future] = (label, len(group))
     return futures
@@ -198,4 +221,5 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
         path = results.write_text_atomic(out_dir / "report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=f"nnstudy-report-{profile}",
                              description=f"nnstudy report, profile {profile}")
+    publish_results(frame.to_dict(orient="records"), profile)
     return path
