@@ -32,9 +32,15 @@ def build_mlp(n_features: int, spec: TrialSpec, n_classes: int | None, steps_per
     import keras
 
     units, activation, loss = output_layer(spec.task, n_classes)
+    # Each layer's initialiser is seeded from the trial's seed: Keras' unseeded default draws from
+    # Python's process-wide `random`, which other threads (Prefect, Dask) also draw from.
+    def glorot(layer: int):
+        return keras.initializers.GlorotUniform(seed=spec.seed * 100 + layer)
+
     layers = [keras.Input(shape=(n_features,))]
-    layers += [keras.layers.Dense(spec.units, activation=spec.activation) for _ in range(spec.hidden_layers)]
-    layers.append(keras.layers.Dense(units, activation=activation))
+    layers += [keras.layers.Dense(spec.units, activation=spec.activation, kernel_initializer=glorot(i))
+               for i in range(spec.hidden_layers)]
+    layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=glorot(spec.hidden_layers)))
     model = keras.Sequential(layers)
     model.compile(optimizer=keras.optimizers.Adam(), loss=loss, steps_per_execution=steps_per_execution)
     return model
