@@ -29,6 +29,10 @@ class StudySpecError(NnstudyError):
     """The study specification (YAML or parameters) is invalid."""
 
 
+class ClusterError(NnstudyError):
+    """The choice of where trials run is invalid, or the Dask cluster cannot be used."""
+
+
 class TrialsFailed(NnstudyError):
     """One or more training trials failed."""
 

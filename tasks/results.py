@@ -13,15 +13,17 @@ from tasks.metrics import ALL_METRICS
 
 GRID_COLUMNS = ["hidden_layers", "units", "activation", "epochs", "batch_size", "seed"]
 RESULT_COLUMNS = (["experiment", "dataset", "task", "target", "split"] + GRID_COLUMNS + list(ALL_METRICS)
-                  + ["train_seconds", "n_rows", "data_digest", "trial_key"])
+                  + ["train_seconds", "n_rows", "data_digest", "trial_key", "worker"])
 
 
-def trial_rows(spec: TrialSpec, outcome: dict, *, target: str, data_digest: str) -> list[dict]:
-    """One results row per split of a finished trial."""
+def trial_rows(spec: TrialSpec, outcome: dict, *, target: str, data_digest: str,
+               worker: str | None = None) -> list[dict]:
+    """One results row per split of a finished trial; `worker` says where it trained."""
     grid = spec.model_dump(include=set(GRID_COLUMNS))
     return [{"experiment": spec.experiment, "dataset": spec.dataset, "task": spec.task, "target": target,
              "split": split, **grid, **outcome["metrics"][split], "train_seconds": outcome["train_seconds"],
-             "n_rows": outcome["n_rows"][split], "data_digest": data_digest, "trial_key": spec.digest()[:16]}
+             "n_rows": outcome["n_rows"][split], "data_digest": data_digest, "trial_key": spec.digest()[:16],
+             "worker": worker}
             for split in ("train", "test")]
 
 

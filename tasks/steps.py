@@ -12,7 +12,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from nnstudy.runtime import quiet_libraries
+from nnstudy.cluster import current_worker
+from nnstudy.runtime import configure_tf_threads, quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
 from tasks import catalog, ingest, preprocess, report, results, train, validate
@@ -103,13 +104,20 @@ def trial_cache_key(context, parameters: dict) -> str:
     return (f"trial-{spec.experiment}-{ref.digest[:16]}-{spec.digest()[:16]}-trainer{train.TRAINER_VERSION}")
 
 
+def count_uncached(trials: list[TrialSpec], prepared: dict[str, preprocess.PreparedRef], trial_dir: Path) -> int:
+    """How many trials have no result file in the trial cache yet, i.e. would train."""
+    return sum(not (trial_dir / trial_cache_key(None, {"spec": spec, "ref": prepared[spec.experiment]})).exists()
+               for spec in trials)
+
+
 @task(name="train", task_run_name="train {spec.label}", cache_key_fn=trial_cache_key, persist_result=True)
-def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str) -> list[dict]:
+def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str, tf_threads: int | None = None) -> list[dict]:
     """Train and score one grid cell with one seed; returns its results rows."""
+    configure_tf_threads(tf_threads)
     arrays = preprocess.load_arrays(ref.path, ref.digest)
     outcome = train.fit_and_evaluate(arrays, spec, n_classes=ref.n_classes,
                                      target_mean=ref.target_mean, target_std=ref.target_std)
-    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest)
+    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest, worker=current_worker())
 
 
 def package_versions() -> dict[str, str]:
