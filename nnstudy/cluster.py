@@ -22,6 +22,8 @@ from nnstudy.runtime import QUIET_ENV
 # Automatic choice: a local cluster's start-up (spawning the workers, importing TensorFlow and Prefect
 # in each: 10-20 s on 2 cores) pays off only when every worker gets at least this many trials to train.
 MIN_TRIALS_PER_WORKER = 4
+# A worker process holds Prefect, TensorFlow, one model and one experiment's arrays (MNIST: ~0.4 GB).
+WORKER_MEMORY = 1.5 * 2**30
 ADDRESS_PATTERN = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
@@ -40,7 +42,7 @@ class ExecutionPlan(BaseModel):
     def describe(self) -> str:
         """One line saying where trials run, for the log."""
         if self.kind == "in-process":
-            where = "one at a time in this process (TensorFlow uses every core)"
+            where = "one at a time in this process, TensorFlow using every core"
         elif self.kind == "local-cluster":
             where = (f"on a local Dask cluster of {self.workers} worker process{'es' * (self.workers > 1)}, "
                      f"1 task and {self.tf_threads} TensorFlow thread{'s' * (self.tf_threads > 1)} each")
@@ -126,11 +128,20 @@ def require_scheduler(address: str, timeout: float = 10.0) -> list[str]:
     return workers
 
 
+def available_memory() -> float:
+    """Bytes of memory available to new processes."""
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 def plan_execution(workers: int | None, dask_address: str | None, *, pending: int,
                    cores: int | None = None) -> ExecutionPlan:
     """Turn the flow's parameters into a plan: an existing cluster, N local workers, or an automatic choice.
 
     `pending` is the number of trials that are not cached yet. `workers=0` runs trials in this process.
+    The automatic choice starts one worker per core, fewer when there are fewer than
+    MIN_TRIALS_PER_WORKER trials for each or too little memory, and none (this process) below two.
     """
     cores = cores or usable_cores()
     if workers is not None and dask_address:
@@ -151,12 +162,14 @@ def plan_execution(workers: int | None, dask_address: str | None, *, pending: in
     if workers is not None:
         return ExecutionPlan(kind="local-cluster", workers=workers, tf_threads=max(1, cores // workers),
                              reason=f"chosen by workers={workers}, on {cores} cores")
-    if cores >= 2 and pending >= MIN_TRIALS_PER_WORKER * cores:
-        return ExecutionPlan(kind="local-cluster", workers=cores, tf_threads=1,
+    memory_cap = max(1, int(available_memory() // WORKER_MEMORY))
+    count = min(cores, pending // MIN_TRIALS_PER_WORKER, memory_cap)
+    if count >= 2:
+        return ExecutionPlan(kind="local-cluster", workers=count, tf_threads=max(1, cores // count),
                              reason=f"picked automatically: {pending} trials to train on {cores} cores; "
                                     "--workers 0 runs them in this process")
-    why = "fewer than 2 cores" if cores < 2 else (
-        f"only {pending} trial{'s' * (pending != 1)} to train, too few to repay starting a cluster")
+    why = ("fewer than 2 cores" if cores < 2 else "memory for only one worker" if memory_cap < 2 else
+           f"only {pending} trial{'s' * (pending != 1)} to train, too few to repay starting a cluster")
     return ExecutionPlan(kind="in-process", workers=1,
                          reason=f"picked automatically: {why}; --workers N starts a local cluster")
 
