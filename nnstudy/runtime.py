@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # TensorFlow prints oneDNN/absl notices on import unless both are set before it loads.
@@ -35,6 +39,43 @@ def configure_tf_threads(threads: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as exc:  # already initialised with other sizes
         logging.getLogger(__name__).warning("TensorFlow keeps its thread pools: %s", exc)
+
+
+class _PerThreadRandom:
+    """Stands in for the `random` module inside Keras' seed generator: a thread in `keras_seed_scope` draws
+    from its own generator, every other thread from the shared one."""
+
+    def __init__(self, shared) -> None:
+        self.shared, self.local = shared, threading.local()
+
+    def __getattr__(self, name: str):
+        return getattr(getattr(self.local, "generator", None) or self.shared, name)
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def keras_seed_scope(seed: int) -> Iterator[None]:
+    """Make a trial's initial weights depend on its seed only, whatever other threads do.
+
+    Keras draws the seeds of unseeded initialisers from Python's process-wide `random`, which
+    `keras.utils.set_random_seed` seeds; but Dask (sampling in `sizeof`) and Prefect (retry jitter)
+    draw from it too, in other threads, and one draw of theirs between the seeding and the model's
+    build changes the weights. Inside this scope the calling thread's Keras draws come from its own
+    `random.Random(seed)`: the numbers a process with nothing else running would draw.
+    """
+    from keras.src.random import seed_generator
+
+    with _PATCH_LOCK:
+        if not isinstance(seed_generator.python_random, _PerThreadRandom):
+            seed_generator.python_random = _PerThreadRandom(seed_generator.python_random)
+    local = seed_generator.python_random.local
+    local.generator = random.Random(seed)
+    try:
+        yield
+    finally:
+        local.generator = None
 
 
 def use_state_root(home: Path) -> None:

@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from nnstudy.cluster import current_worker
-from nnstudy.runtime import configure_tf_threads, quiet_libraries
+from nnstudy.runtime import configure_tf_threads, keras_seed_scope, quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
 from tasks import catalog, ingest, preprocess, report, results, train, validate
@@ -115,8 +115,9 @@ def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str, tf_th
     """Train and score one grid cell with one seed; returns its results rows."""
     configure_tf_threads(tf_threads)
     arrays = preprocess.load_arrays(ref.path, ref.digest)
-    outcome = train.fit_and_evaluate(arrays, spec, n_classes=ref.n_classes,
-                                     target_mean=ref.target_mean, target_std=ref.target_std)
+    with keras_seed_scope(spec.seed):
+        outcome = train.fit_and_evaluate(arrays, spec, n_classes=ref.n_classes,
+                                         target_mean=ref.target_mean, target_std=ref.target_std)
     return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest, worker=current_worker())
 
 

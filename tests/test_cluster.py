@@ -134,3 +134,21 @@ def test_cli_refuses_an_unreachable_scheduler_in_one_paragraph_before_starting_a
     assert error.startswith(f"nnstudy: error: No Dask scheduler answers at {address}")
     assert "\n\n" not in error and "Prefect" not in done.stderr
     assert not (tmp_path / "home" / "cache").exists() and not (tmp_path / "reports").exists()
+
+
+def test_keras_seeds_of_a_trial_ignore_draws_from_other_threads():
+    import random
+
+    from keras.src.random import seed_generator
+
+    from nnstudy.runtime import keras_seed_scope
+
+    random.seed(7)
+    expected = [random.randint(1, int(1e9)) for _ in range(3)]
+    with keras_seed_scope(7):
+        random.seed(7)
+        random.random()  # what Dask's sizeof or Prefect's retry jitter do meanwhile in other threads
+        drawn = [seed_generator.make_default_seed() for _ in range(3)]
+    assert drawn == expected
+    random.seed(7)
+    assert seed_generator.make_default_seed() == expected[0], "outside the scope Keras uses the shared generator"
