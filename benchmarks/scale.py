@@ -88,11 +88,11 @@ def main() -> None:
                        check=True, capture_output=True)
         print(f"profile {options.profile}, data sets {options.datasets}, {os.cpu_count()} CPUs, "
               f"python {sys.version.split()[0]}")
-        print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+        print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n", flush=True)
         runs = []
         for workers in options.workers:
             runs.append(run_configuration(workers, options, scratch, env))
-            print(f"  measured --workers {workers}", file=sys.stderr)
+            print(f"  measured --workers {workers}", file=sys.stderr, flush=True)
     base = next((run for run in runs if run["workers"] == 1), runs[0])
     print(f"speed-up over --workers {base['workers']}")
     print("| workers | trials | run wall (s) | trials phase (s) | trials/min | speed-up, trials phase | "

@@ -20,8 +20,9 @@ from nnstudy.errors import ClusterError
 from nnstudy.runtime import QUIET_ENV
 
 # Automatic choice: a local cluster's start-up (spawning the workers, importing TensorFlow and Prefect
-# in each: 10-20 s on 2 cores) pays off only when every worker gets at least this many trials to train.
-MIN_TRIALS_PER_WORKER = 4
+# in each: 10-25 s on 2 cores) pays off only when every worker gets at least this many trials to train
+# (a first estimate from benchmarks/scale.py on a busy 2-core machine: Boston trials of ~3 s each).
+MIN_TRIALS_PER_WORKER = 6
 # A worker process holds Prefect, TensorFlow, one model and one experiment's arrays (MNIST: ~0.4 GB).
 WORKER_MEMORY = 1.5 * 2**30
 ADDRESS_PATTERN = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")

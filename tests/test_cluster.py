@@ -28,7 +28,8 @@ def plenty_of_memory(monkeypatch):
     (0, 2, "in-process", 1, None),      # a cached rerun
     (72, 2, "local-cluster", 2, 1),     # the Boston grid on 2 cores
     (72, 1, "in-process", 1, None),     # one core: nothing to share
-    (124, 64, "local-cluster", 31, 2),  # at least 4 trials per worker; the cores shared out
+    (124, 64, "local-cluster", 20, 3),  # at least 6 trials per worker; the cores shared out
+    (11, 2, "in-process", 1, None),     # 5 each would not repay the start-up
 ])
 def test_automatic_choice_depends_on_trials_to_train_and_cores(plenty_of_memory, pending, cores, kind, workers,
                                                                 tf_threads):
