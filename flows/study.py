@@ -12,14 +12,15 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nnstudy import __version__
+from nnstudy.cluster import plan_execution, prefect_api_for_workers
 from nnstudy.errors import TrialsFailed, join_some
 from nnstudy.settings import RunSettings
-from schemas.study import ProfileName, load_study
+from schemas.study import ProfileName, TrialSpec, load_study
 from tasks.prefect_ui import TrialProgress
-from tasks.preprocess import PreprocessSettings
+from tasks.preprocess import PreparedRef, PreprocessSettings
 from tasks.report import MAIN_METRIC
-from tasks.steps import (preprocess_experiment, require_valid, resolve_data, submit_training, validate_data,
-                         write_report)
+from tasks.steps import (count_uncached, preprocess_experiment, require_valid, resolve_data, submit_training,
+                         validate_data, write_report)
 
 DatasetName = Literal["mnist", "boston", "adult"]
 Engine = Literal["fused", "keras"]
@@ -63,10 +64,21 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
     return rows, cached
 
 
+# The task runner is chosen per run (see nnstudy.cluster) with `train_trials.with_options(task_runner=...)`.
+@flow(name="nnstudy-trials", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def train_trials(trials: list[TrialSpec], prepared: dict[str, PreparedRef], targets: dict[str, str],
+                 trial_dir: Path, tf_threads: int | None = None, engine: Engine = "fused") -> tuple[list[dict], int]:
+    """Train every trial with the engine (cached in `trial_dir` per fusion group or per trial); returns the
+    results rows and how many trials came from the cache."""
+    futures = submit_training(trials, engine, prepared, targets, trial_dir, tf_threads)
+    return gather_trials(futures, len(trials))
+
+
 @flow(name="nnstudy", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = None,
           seeds: list[int] | None = None, data_dir: str | None = None, out: str | None = None,
-          allow_unverified: bool = False, study_file: str | None = None, engine: Engine = "fused") -> str:
+          allow_unverified: bool = False, study_file: str | None = None, engine: Engine = "fused",
+          workers: int | None = None, dask_address: str | None = None) -> str:
     """Reproduce the published study: validate data, preprocess, train every grid cell, write the report.
 
     Args:
@@ -82,6 +94,9 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
         engine: fused (default) trains the cells of each (experiment, batch size) together as one stacked
             model and shares runs that differ only in epochs; keras trains one plain Keras model per cell
             (the reference engine).
+        workers: 0 trains in this process, N on a local Dask cluster of N worker processes; by default
+            the machine and the number of training tasks to run decide.
+        dask_address: tcp://HOST:PORT of an existing Dask scheduler to train on instead.
     """
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     settings = RunSettings.resolve(profile=profile, data_dir=data_dir, out=out, allow_unverified=allow_unverified)
@@ -105,14 +120,22 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
         settings.cache_dir) for name, experiment in experiments.items()}
     prepared = {name: future.result() for name, future in prepared.items()}
 
-    # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
-    futures = submit_training(trials, engine, prepared, {name: e.target for name, e in experiments.items()},
-                              settings.trial_dir)
-    rows, cached = gather_trials(futures, len(trials))
+    plan = plan_execution(workers, dask_address, pending=count_uncached(trials, engine, prepared, settings.trial_dir))
+    get_run_logger().info(plan.describe())
+    trials_clock = time.perf_counter()
+    with prefect_api_for_workers(plan) as api_url:
+        # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
+        rows, cached = train_trials.with_options(task_runner=plan.task_runner(api_url))(
+            trials, prepared, {name: e.target for name, e in experiments.items()}, settings.trial_dir,
+            plan.tf_threads, engine)
+    trials_seconds = time.perf_counter() - trials_clock
+    get_run_logger().info("Trials: %d trained and %d cached in %.1f s (%s)", len(trials) - cached, cached,
+                          trials_seconds, plan.kind)
 
     run_info = {"started": started.isoformat(timespec="seconds"), "profile": profile,
                 "seeds": seeds or run_profile.seeds, "n_trials": len(trials), "trials_cached": cached, "engine": engine,
-                "wall_seconds": round(time.perf_counter() - clock, 1), "nnstudy_version": __version__}
+                "wall_seconds": round(time.perf_counter() - clock, 1), "trials_seconds": round(trials_seconds, 1),
+                "executor": plan.describe(), "nnstudy_version": __version__}
     path = write_report(rows, study=spec, profile=profile, experiments=list(experiments), resolved=resolved,
                         validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir)
     get_run_logger().info("Report written to %s", path)

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from nnstudy import __version__
-from nnstudy.errors import NnstudyError
-from nnstudy.runtime import quiet_libraries, tidy_console, use_state_root
+from nnstudy.errors import ClusterError, NnstudyError
+from nnstudy.runtime import quiet_dask, quiet_libraries, tidy_console, use_state_root
 from nnstudy.settings import RunSettings
 
 DATASETS = ("mnist", "boston", "adult")
@@ -18,6 +18,8 @@ EXAMPLES = """\
 examples:
   nnstudy run --profile quick --data-dir ../shared/datasets
   nnstudy run --profile sample --datasets boston,adult --out reports/tabular
+  nnstudy run --profile sample --workers 2
+  nnstudy run --profile sample --dask-address tcp://10.0.0.5:8786
   nnstudy grid --profile sample
 """
 
@@ -35,6 +37,26 @@ def _seed_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes (0 runs trials in this "
+                                         f"process), got {text!r}")
+    return count
+
+
+def _dask_address(text: str) -> str:
+    from nnstudy.cluster import parse_address
+
+    try:
+        return parse_address(text)
+    except ClusterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "cell, the reference (default: fused)")
     run.add_argument("--allow-unverified", action="store_true",
                      help="use data files whose checksums differ from the catalog (the report flags them)")
-    run.add_argument("--verbose", action="store_true", help="also show Prefect's per-task-run log lines")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_worker_count, metavar="N",
+                       help="run the trials on a local Dask cluster of N worker processes (one trial at a "
+                            "time each, the cores shared out among their TensorFlow threads); 0 runs them "
+                            "one at a time in this process (default: a cluster of one worker per core when "
+                            "there are enough uncached trials to repay its start-up, else in this process)")
+    where.add_argument("--dask-address", type=_dask_address, metavar="tcp://HOST:PORT",
+                       help="run the trials on the existing Dask cluster whose scheduler listens there; its "
+                            "workers need this project importable and the state root (./data or "
+                            "$NNSTUDY_HOME) at the same path")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show Prefect's per-task-run log lines and Dask's cluster log lines")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
     grid = commands.add_parser("grid", help="list the trials a profile would run, without running them")
@@ -91,12 +124,17 @@ def _run(args: argparse.Namespace) -> int:
     # the flow itself resolves the remaining paths from the same arguments and environment.
     # Resolving here also refuses unusable paths before Prefect and TensorFlow start (tens of seconds).
     use_state_root(RunSettings.resolve(profile=args.profile, out=args.out, data_dir=args.data_dir).home)
+    quiet_dask(verbose=args.verbose)
+    if args.dask_address:  # fail now, not after Prefect has started and the data is validated
+        from nnstudy.cluster import require_scheduler
+
+        require_scheduler(args.dask_address)
     from flows.study import study
 
     tidy_console(verbose=args.verbose, debug=args.debug)
     report = study(profile=args.profile, datasets=args.datasets, seeds=args.seeds, data_dir=args.data_dir,
                    out=args.out, allow_unverified=args.allow_unverified, study_file=args.study_file,
-                   engine=args.engine)
+                   engine=args.engine, workers=args.workers, dask_address=args.dask_address)
     print(f"\nReport:  {report}\nResults: {Path(report).with_name('results.parquet')}")
     return 0
 

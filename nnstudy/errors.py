@@ -33,6 +33,10 @@ class SettingsError(NnstudyError):
     """A configured path or switch is unusable, e.g. an output folder that escapes the working directory."""
 
 
+class ClusterError(NnstudyError):
+    """The choice of where trials run is invalid, or the Dask cluster cannot be used."""
+
+
 class TrialsFailed(NnstudyError):
     """One or more training trials failed."""
 

@@ -43,6 +43,24 @@ def quiet_libraries() -> None:
 _HELD_LOCKS: list[IO[str]] = []
 
 
+def configure_tf_threads(threads: int | None) -> None:
+    """Give TensorFlow `threads` intra- and inter-op threads in this process; None keeps its default (every core).
+
+    Call before the first TensorFlow op: once its thread pools exist they keep their size, and a different
+    request is only logged. A Dask worker of a local cluster also gets the same numbers through
+    TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS in its environment.
+    """
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:  # already initialised with other sizes
+        logging.getLogger(__name__).warning("TensorFlow keeps its thread pools: %s", exc)
+
+
 def use_state_root(home: Path) -> None:
     """Keep Prefect's home (database, result storage) and Keras' config inside nnstudy's state root."""
     home = home.resolve()
@@ -109,3 +127,12 @@ def tidy_console(verbose: bool = False, debug: bool = False) -> None:
     """Install the console filter on the root handlers that Prefect set up."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(_ConsoleFilter(verbose, debug))
+
+
+def quiet_dask(verbose: bool = False) -> None:
+    """Dask logs every worker's start and stop at INFO: keep that for --verbose (local workers follow suit)."""
+    level = "info" if verbose else "error"
+    # distributed sets its logger's level from its config when first imported; the environment carries
+    # the setting into that config and into the processes of a local cluster.
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = level
+    logging.getLogger("distributed").setLevel(level.upper())

@@ -341,6 +341,8 @@ def _run_lines(run_info: dict) -> str:
         cached = run_info.get("trials_cached")
         facts.append(_plural(int(run_info["n_trials"]), "trial")
                      + (f" ({int(cached)} from cache)" if cached is not None else ""))
+    if run_info.get("executor"):
+        facts.append(run_info["executor"][0].lower() + run_info["executor"][1:])
     if run_info.get("seeds") is not None:
         facts.append("seeds " + ", ".join(str(s) for s in run_info["seeds"]))
     if run_info.get("nnstudy_version"):

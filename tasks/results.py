@@ -13,22 +13,25 @@ from tasks.metrics import ALL_METRICS
 
 GRID_COLUMNS = ["hidden_layers", "units", "activation", "epochs", "batch_size", "seed"]
 RESULT_COLUMNS = (["experiment", "dataset", "task", "target", "split"] + GRID_COLUMNS + list(ALL_METRICS)
-                  + ["train_seconds", "n_rows", "engine", "loss_curve", "data_digest", "trial_key"])
+                  + ["train_seconds", "n_rows", "engine", "worker", "loss_curve", "data_digest",
+                     "trial_key"])
 # Held while a run writes its outputs, so two runs on one output folder never interleave their files.
 OUT_LOCK_NAME = ".nnstudy.lock"
 
 
-def trial_rows(spec: TrialSpec, outcome: dict, *, target: str, data_digest: str, engine: str) -> list[dict]:
+def trial_rows(spec: TrialSpec, outcome: dict, *, target: str, data_digest: str, engine: str,
+               worker: str | None = None) -> list[dict]:
     """One results row per split of a finished trial.
 
     `loss_curve` holds the loss after each epoch: the training loss on the `train` row, the loss on the
-    held-out test split on the `test` row (regression losses on the standardised target).
+    held-out test split on the `test` row (regression losses on the standardised target). `worker`
+    says where it trained.
     """
     grid = spec.model_dump(include=set(GRID_COLUMNS))
     curves = outcome.get("loss_curve") or {}
     return [{"experiment": spec.experiment, "dataset": spec.dataset, "task": spec.task, "target": target,
              "split": split, **grid, **outcome["metrics"][split], "train_seconds": outcome["train_seconds"],
-             "n_rows": outcome["n_rows"][split], "engine": engine, "loss_curve": list(curves.get(split, [])),
+             "n_rows": outcome["n_rows"][split], "engine": engine, "worker": worker, "loss_curve": list(curves.get(split, [])),
              "data_digest": data_digest, "trial_key": spec.digest()[:16]}
             for split in ("train", "test")]
 

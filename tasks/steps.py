@@ -15,9 +15,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from nnstudy.cluster import current_worker
 from nnstudy.errors import DataNotFoundError, DownloadError
 from nnstudy.locks import hold
-from nnstudy.runtime import quiet_libraries
+from nnstudy.runtime import configure_tf_threads, quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
 from tasks import (baselines, catalog, figures, fused, ingest, inspect, preprocess, replication, report, results,
@@ -123,12 +124,14 @@ def trial_cache_key(context, parameters: dict) -> str:
 
 @task(name="train", task_run_name=trial_run_name, cache_key_fn=trial_cache_key, persist_result=True,
       tags=[TRAIN_CONCURRENCY_TAG], timeout_seconds=TRAIN_TIMEOUT_SECONDS)
-def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str) -> list[dict]:
+def train_trial(spec: TrialSpec, ref: preprocess.PreparedRef, target: str, tf_threads: int | None = None) -> list[dict]:
     """Keras engine: train and score one grid cell with one seed; returns its results rows."""
+    configure_tf_threads(tf_threads)
     arrays = preprocess.load_arrays(ref.path, ref.digest)
     outcome = train.fit_and_evaluate(arrays, spec, n_classes=ref.n_classes,
                                      target_mean=ref.target_mean, target_std=ref.target_std)
-    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest, engine="keras")
+    return results.trial_rows(spec, outcome, target=target, data_digest=ref.digest, engine="keras",
+                              worker=current_worker())
 
 
 def group_cache_key(context, parameters: dict) -> str:
@@ -140,39 +143,59 @@ def group_cache_key(context, parameters: dict) -> str:
 
 @task(name="train-group", cache_key_fn=group_cache_key, persist_result=True, tags=[TRAIN_CONCURRENCY_TAG],
       timeout_seconds=TRAIN_TIMEOUT_SECONDS)
-def train_group(trials: list[TrialSpec], ref: preprocess.PreparedRef, target: str) -> list[dict]:
+def train_group(trials: list[TrialSpec], ref: preprocess.PreparedRef, target: str,
+                tf_threads: int | None = None) -> list[dict]:
     """Fused engine: train a fusion group's models together; returns the results rows of all its trials."""
+    configure_tf_threads(tf_threads)
+    worker = current_worker()
     arrays = preprocess.load_arrays(ref.path, ref.digest)
     outcomes = fused.train_group(arrays, trials, n_classes=ref.n_classes,
                                  target_mean=ref.target_mean, target_std=ref.target_std)
     return [row for spec in trials
             for row in results.trial_rows(spec, outcomes[spec.digest()], target=target, data_digest=ref.digest,
-                                          engine="fused")]
+                                          engine="fused", worker=worker)]
+
+
+def training_units(trials: list[TrialSpec], engine: str) -> list[list[TrialSpec]]:
+    """What one training task trains: a fusion group (fused) or a single trial (keras)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return fused.fusion_groups(trials) if engine == "fused" else [[spec] for spec in trials]
+
+
+def count_uncached(trials: list[TrialSpec], engine: str, prepared: dict[str, preprocess.PreparedRef],
+                   trial_dir: Path) -> int:
+    """How many training tasks have no result file in the trial cache yet, i.e. would train."""
+    pending = 0
+    for unit in training_units(trials, engine):
+        ref = prepared[unit[0].experiment]
+        key = (group_cache_key(None, {"trials": unit, "ref": ref}) if engine == "fused"
+               else trial_cache_key(None, {"spec": unit[0], "ref": ref}))
+        pending += not (trial_dir / key).exists()
+    return pending
 
 
 def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, preprocess.PreparedRef],
-                    targets: dict[str, str], result_storage: Path) -> dict:
+                    targets: dict[str, str], result_storage: Path, tf_threads: int | None = None) -> dict:
     """Submit the training tasks of an engine: one per fusion group (fused) or per trial (keras).
 
     Results are stored as JSON under `result_storage` (the state root's trials/), so a cache hit never
     unpickles a file from disk, and a record cut short by a crash reads as a miss and retrains.
     Returns future -> (label, number of trials it trains).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     futures = {}
-    if engine == "keras":
-        task_ = train_trial.with_options(result_storage=result_storage, result_serializer="json")
-        for spec in trials:
-            future = tagged(task_, spec.dataset).submit(spec, prepared[spec.experiment], targets[spec.experiment])
-            futures[future] = (spec.label, 1)
-        return futures
-    for group in fused.fusion_groups(trials):
-        label = fused.group_label(group)
-        task_ = tagged(train_group.with_options(result_storage=result_storage, result_serializer="json",
-                                                task_run_name=f"train {label}"), group[0].dataset)
-        future = task_.submit(group, prepared[group[0].experiment], targets[group[0].experiment])
-        futures[future] = (label, len(group))
+    for unit in training_units(trials, engine):
+        first = unit[0]
+        ref, target = prepared[first.experiment], targets[first.experiment]
+        if engine == "keras":
+            task_ = tagged(train_trial.with_options(result_storage=result_storage, result_serializer="json"),
+                           first.dataset)
+            futures[task_.submit(first, ref, target, tf_threads)] = (first.label, 1)
+        else:
+            label = fused.group_label(unit)
+            task_ = tagged(train_group.with_options(result_storage=result_storage, result_serializer="json",
+                                                    task_run_name=f"train {label}"), first.dataset)
+            futures[task_.submit(unit, ref, target, tf_threads)] = (label, len(unit))
     return futures
 
 
