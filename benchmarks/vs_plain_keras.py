@@ -25,7 +25,6 @@ import os
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

@@ -16,7 +16,7 @@ from nnstudy.cluster import plan_execution, prefect_api_for_workers
 from nnstudy.errors import TrialsFailed, join_some
 from nnstudy.settings import RunSettings
 from schemas.study import ProfileName, TrialSpec, load_study
-from tasks.prefect_ui import TrialProgress
+from tasks.prefect_ui import TrialProgress, tagged
 from tasks.preprocess import PreparedRef, PreprocessSettings
 from tasks.report import MAIN_METRIC
 from tasks.steps import (count_uncached, preprocess_experiment, require_valid, resolve_data, submit_training,

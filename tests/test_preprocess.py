@@ -1,6 +1,5 @@
 """Preprocessing: splits, missing values, encoding fitted on train only, and the Parquet cache."""
 
-import json
 
 import numpy as np
 import pandas as pd
