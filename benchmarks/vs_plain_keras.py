@@ -69,12 +69,14 @@ def plain_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
     return x_train, _idx(files["train-labels"]), x_test, _idx(files["t10k-labels"])
 
 
-def plain_loop(data_dir: Path, boston_grid: dict, mnist_grid: dict, seed: int) -> list[dict]:
+def plain_loop(data_dir: Path, dataset: str, boston_grid: dict, mnist_grid: dict, seed: int) -> list[dict]:
     import itertools
 
     import keras
 
     rows = []
+    if dataset == "mnist":
+        return plain_mnist_loop(data_dir, mnist_grid, seed)
     x, y, x_test, y_test, y_mean, y_std = plain_boston(data_dir)
     for layers, units, activation, epochs, batch in itertools.product(
             boston_grid["hidden_layers"], boston_grid["units"], boston_grid["activation"], boston_grid["epochs"],
@@ -89,6 +91,15 @@ def plain_loop(data_dir: Path, boston_grid: dict, mnist_grid: dict, seed: int) -
         rows.append(dict(experiment="boston", hidden_layers=layers, units=units, activation=activation,
                          epochs=epochs, batch_size=batch, metric="rmse",
                          value=float(np.sqrt(np.mean((predicted - y_test) ** 2)))))
+    return rows
+
+
+def plain_mnist_loop(data_dir: Path, mnist_grid: dict, seed: int) -> list[dict]:
+    import itertools
+
+    import keras
+
+    rows = []
     x, y, x_test, y_test = plain_mnist(data_dir)
     for layers, units, epochs, batch in itertools.product(mnist_grid["hidden_layers"], mnist_grid["units"],
                                                           mnist_grid["epochs"], mnist_grid["batch_size"]):
@@ -130,6 +141,65 @@ def orchestration_overhead(api_url: str) -> tuple[float, float]:
     return asyncio.run(read())
 
 
+def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Path, api_url: str) -> dict:
+    """The three ways (and the cached rerun) on one data set's slice; prints and returns the figures."""
+    figures: dict[str, dict] = {}
+    results: dict[str, pd.DataFrame] = {}
+    metric = "rmse" if dataset == "boston" else "f1"
+    if not options.skip_plain:
+        out = scratch / f"plain-{dataset}.json"
+        figures["plain keras loop"] = run_measured(
+            [sys.executable, __file__, "--data-dir", str(data_dir), "--seed", str(options.seed), "--datasets",
+             dataset, "--plain-worker", str(out)], env=clean_env(), cwd=scratch, log=scratch / f"plain-{dataset}.log")
+        if figures["plain keras loop"]["returncode"] != 0:
+            sys.exit(f"plain loop failed:\n{(scratch / f'plain-{dataset}.log').read_text()[-3000:]}")
+        results["plain keras loop"] = pd.DataFrame(json.loads(out.read_text()))
+        print(f"{dataset}: plain keras loop {figures['plain keras loop']['wall_s']:.1f} s", flush=True)
+    engines = ([] if options.skip_keras_engine else ["keras"]) + ["fused", "fused rerun"]
+    for name in engines:
+        engine = name.split()[0]
+        home = scratch / f"home-{dataset}-{engine}"
+        out_dir = scratch / f"out-{dataset}-{engine}"
+        command = NNSTUDY + ["run", "--profile", "sample", "--study-file", str(study_file), "--datasets", dataset,
+                             "--seeds", str(options.seed), "--engine", engine, "--workers", "0",
+                             "--data-dir", str(data_dir), "--out", str(out_dir)]
+        log = scratch / f"{dataset}-{name}.log"
+        figure = run_measured(command, env=clean_env(NNSTUDY_HOME=str(home), PREFECT_API_URL=api_url),
+                              cwd=scratch, log=log)
+        if figure["returncode"] != 0:
+            sys.exit(f"{name} failed:\n{log.read_text()[-3000:]}")
+        figure["flow_s"], figure["overhead_s"] = orchestration_overhead(api_url)
+        figures[f"nnstudy --engine {name}"] = figure
+        frame = pd.read_parquet(out_dir / "results.parquet")
+        test = frame[frame["split"] == "test"].copy()
+        test["metric"], test["value"] = metric, test[metric]
+        results[f"nnstudy --engine {engine}"] = test
+        print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s", flush=True)
+
+    print(f"\n{dataset} ({len(results['nnstudy --engine fused'])} cells, seed {options.seed})")
+    print("| run | wall (s) | peak RSS (MiB) | Prefect overhead (flow run time outside task runs) |")
+    print("|---|---:|---:|---:|")
+    for name, figure in figures.items():
+        overhead = (f"{figure['overhead_s']:.1f} s of {figure['flow_s']:.1f} s "
+                    f"({100 * figure['overhead_s'] / figure['flow_s']:.0f} %)" if "flow_s" in figure else "–")
+        print(f"| {name} | {figure['wall_s']:.1f} | {figure['peak_rss_mib']:.0f} | {overhead} |")
+    fused = figures["nnstudy --engine fused"]["wall_s"]
+    for name in ("plain keras loop", "nnstudy --engine keras"):
+        if name in figures:
+            print(f"{name} / nnstudy --engine fused: {figures[name]['wall_s'] / fused:.1f}x")
+    print(f"cached rerun / fused first run: {100 * figures['nnstudy --engine fused rerun']['wall_s'] / fused:.1f} %")
+    keys = ["experiment", "hidden_layers", "units", "activation", "epochs", "batch_size"]
+    reference = results["nnstudy --engine fused"].set_index(keys)
+    for name, frame in results.items():
+        if name == "nnstudy --engine fused":
+            continue
+        joined = frame.set_index(keys)[["value"]].join(reference[["value"]], rsuffix="_fused", how="inner")
+        worst = (joined["value"] - joined["value_fused"]).abs()
+        print(f"largest |{metric} difference| {name} vs fused (one seed, single runs): {worst.max():.4f} "
+              f"(mean {worst.mean():.4f} over {len(joined)} cells)", flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
@@ -137,6 +207,7 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="leave out the plain Keras loop")
     parser.add_argument("--skip-keras-engine", action="store_true", help="leave out `nnstudy run --engine keras`")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--datasets", default="boston,mnist", help="comma-separated: boston, mnist")
     parser.add_argument("--plain-worker", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
     data_dir = options.data_dir.resolve()
@@ -144,7 +215,7 @@ def main() -> None:
     study = yaml.safe_load((ROOT / "schemas" / "study.yaml").read_text())
     boston_grid = study["experiments"]["boston"]["grid"]
     if options.plain_worker:  # the plain loop, in its own process so its memory is measured alone
-        rows = plain_loop(data_dir, boston_grid, dict(MNIST_SLICE), options.seed)
+        rows = plain_loop(data_dir, options.datasets, boston_grid, dict(MNIST_SLICE), options.seed)
         options.plain_worker.write_text(json.dumps(rows))
         return
 
@@ -156,58 +227,9 @@ def main() -> None:
         study_file.write_text(yaml.safe_dump(study))
         print(f"{os.cpu_count()} CPUs; Boston grid {72} cells + MNIST slice {8} cells, seed {options.seed}",
               flush=True)
-        results: dict[str, pd.DataFrame] = {}
-        if not options.skip_plain:
-            out = scratch / "plain.json"
-            figures["plain keras loop"] = run_measured(
-                [sys.executable, __file__, "--data-dir", str(data_dir), "--seed", str(options.seed),
-                 "--plain-worker", str(out)], env=clean_env(), cwd=scratch, log=scratch / "plain.log")
-            results["plain keras loop"] = pd.DataFrame(json.loads(out.read_text()))
-            print(f"plain keras loop: {figures['plain keras loop']['wall_s']:.1f} s", flush=True)
         with prefect_server(scratch / "prefect-server") as api_url:
-            engines = ([] if options.skip_keras_engine else ["keras"]) + ["fused", "fused rerun"]
-            for name in engines:
-                engine = name.split()[0]
-                home = scratch / f"home-{engine}"
-                command = NNSTUDY + ["run", "--profile", "sample", "--study-file", str(study_file),
-                                     "--datasets", "boston,mnist", "--seeds", str(options.seed),
-                                     "--engine", engine, "--data-dir", str(data_dir), "--out",
-                                     str(scratch / f"out-{engine}")]
-                figure = run_measured(command, env=clean_env(NNSTUDY_HOME=str(home), PREFECT_API_URL=api_url),
-                                      cwd=scratch, log=scratch / f"{name}.log")
-                if figure["returncode"] != 0:
-                    sys.exit(f"{name} failed:\n{(scratch / f'{name}.log').read_text()[-3000:]}")
-                figure["flow_s"], figure["overhead_s"] = orchestration_overhead(api_url)
-                figures[f"nnstudy --engine {name}"] = figure
-                frame = pd.read_parquet(scratch / f"out-{engine}" / "results.parquet")
-                test = frame[frame["split"] == "test"].copy()
-                test["metric"] = np.where(test["experiment"] == "boston", "rmse", "f1")
-                test["value"] = np.where(test["experiment"] == "boston", test["rmse"], test["f1"])
-                results[f"nnstudy --engine {engine}"] = test
-                print(f"nnstudy --engine {name}: {figure['wall_s']:.1f} s", flush=True)
-
-    print("\n| run | wall (s) | peak RSS (MiB) | Prefect overhead |")
-    print("|---|---:|---:|---:|")
-    for name, figure in figures.items():
-        overhead = (f"{figure['overhead_s']:.1f} s of {figure['flow_s']:.1f} s flow "
-                    f"({100 * figure['overhead_s'] / figure['flow_s']:.0f} %)" if "flow_s" in figure else "–")
-        print(f"| {name} | {figure['wall_s']:.1f} | {figure['peak_rss_mib']:.0f} | {overhead} |")
-    fused = figures["nnstudy --engine fused"]["wall_s"]
-    for name in ("plain keras loop", "nnstudy --engine keras"):
-        if name in figures:
-            print(f"{name} / fused: {figures[name]['wall_s'] / fused:.1f}x")
-    print(f"cached rerun / fused first run: "
-          f"{100 * figures['nnstudy --engine fused rerun']['wall_s'] / fused:.1f} %")
-    keys = ["experiment", "hidden_layers", "units", "activation", "epochs", "batch_size"]
-    reference = results["nnstudy --engine fused"].set_index(keys)
-    for name, frame in results.items():
-        if name == "nnstudy --engine fused":
-            continue
-        joined = frame.set_index(keys)[["metric", "value"]].join(reference[["value"]], rsuffix="_fused")
-        for metric, part in joined.groupby("metric"):
-            worst = (part["value"] - part["value_fused"]).abs()
-            print(f"largest |{metric} difference| {name} vs fused (one seed, single runs): {worst.max():.4f} "
-                  f"(mean {worst.mean():.4f} over {len(part)} cells)")
+            for dataset in options.datasets.split(","):
+                figures[dataset] = measure(dataset, options, data_dir, study_file, scratch, api_url)
     if options.json:
         options.json.write_text(json.dumps(figures, indent=2))
 

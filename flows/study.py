@@ -109,7 +109,8 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     resolved = {name: tagged(resolve_data, name).submit(name, settings, run_profile.accept_mnist_subsample)
                 for name in needed}
     resolved = {name: future.result() for name, future in resolved.items()}
-    validation = {name: tagged(validate_data, name).submit(resolved[name]) for name in needed}
+    validation = {name: tagged(validate_data, name).submit(resolved[name], settings.home / "validation")
+                  for name in needed}
     validation = {name: future.result() for name, future in validation.items()}
     require_valid([report for reports in validation.values() for report in reports])
 

@@ -219,6 +219,30 @@ def write_figures(out_dir: Path, render) -> FigureSet:
     return figure_set
 
 
+KEY_FILE = ".key.json"
+
+
+def write_figures_once(out_dir: Path, key: str, render) -> FigureSet:
+    """`write_figures`, unless out_dir/figures was drawn from the same inputs (`key`): then reuse it."""
+    import json
+
+    folder = out_dir / FIGURES_DIR
+    try:
+        stored = json.loads((folder / KEY_FILE).read_text())
+        if stored["key"] == key and all((folder / f["name"]).is_file() for f in stored["figures"]):
+            return FigureSet(figures=[FigureRef(**f) for f in stored["figures"]], absent=stored["absent"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+
+    def render_and_record(staging: Path) -> FigureSet:
+        figure_set = render(staging)
+        (staging / KEY_FILE).write_text(json.dumps({
+            "key": key, "figures": [f.__dict__ for f in figure_set.figures], "absent": figure_set.absent}))
+        return figure_set
+
+    return write_figures(out_dir, render_and_record)
+
+
 def render_all(directory: Path, *, results: pd.DataFrame, raw: dict, best: dict[str, dict],
                confusion: dict[str, dict], experiments: list[str]) -> FigureSet:
     """Every figure of the report into `directory`; reasons for the ones that cannot be drawn."""

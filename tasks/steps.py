@@ -79,10 +79,38 @@ def expected_rows(resolved: catalog.ResolvedData) -> dict[str, int | None]:
     return next(f for f in entry.formats if f.name == resolved.format).expected_rows()
 
 
+def _source_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def validation_cache_key(resolved: catalog.ResolvedData) -> str:
+    """Validation is a pure function of the files' bytes, the suite and the parsing and checking code."""
+    here = Path(__file__).resolve().parent
+    suite = here.parent / "schemas" / "expectations" / f"{resolved.dataset}.json"
+    code = _source_digest(here / "ingest.py", here / "validate.py", *([suite] if suite.exists() else []))
+    files = json.dumps({role: [str(f.path), f.sha256] for role, f in sorted(resolved.files.items())}, sort_keys=True)
+    return hashlib.sha256(f"{resolved.entry}|{files}|{code}".encode()).hexdigest()
+
+
 @task(name="validate-data", task_run_name="validate {resolved.entry}", cache_policy=NO_CACHE)
-def validate_data(resolved: catalog.ResolvedData) -> list[validate.ValidationReport]:
-    """Parse the raw files and run the data set's expectation suite on each."""
-    reports = validate.validate_raw(resolved, load_raw_once(resolved), expected_rows(resolved))
+def validate_data(resolved: catalog.ResolvedData, cache_dir: Path | None = None) -> list[validate.ValidationReport]:
+    """Parse the raw files and run the data set's expectation suite on each.
+
+    A passing validation is remembered in `cache_dir` under a key of the files' checksums and the suite and
+    code versions, so unchanged files are not parsed and checked again; a failing one is never stored.
+    """
+    cached = cache_dir / f"{resolved.entry}-{validation_cache_key(resolved)[:32]}.json" if cache_dir else None
+    if cached is not None and cached.is_file():
+        reports = [validate.ValidationReport.model_validate(item) for item in json.loads(cached.read_text())]
+        get_run_logger().info("%s: validated before with the same files, suite and code; reusing %s",
+                              resolved.entry, cached.name)
+    else:
+        reports = validate.validate_raw(resolved, load_raw_once(resolved), expected_rows(resolved))
+        if cached is not None and all(item.success for item in reports):
+            results.write_text_atomic(cached, json.dumps([item.model_dump(mode="json") for item in reports]))
     for item in reports:
         get_run_logger().info(item.summary())
     publish_validation(resolved.dataset, reports)
@@ -210,6 +238,37 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def figures_key(frame, resolved: dict[str, catalog.ResolvedData], experiments: list[str], confusion: dict) -> str:
+    """What the figures are drawn from: results (timings and workers aside), raw files, code."""
+    content = frame.drop(columns=["train_seconds", "worker"], errors="ignore").to_json(orient="records")
+    files = {name: {role: f.sha256 for role, f in data.files.items()} for name, data in resolved.items()}
+    code = _source_digest(Path(figures.__file__), Path(stats_module_path()))
+    payload = json.dumps([content, files, experiments, confusion, code], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def stats_module_path() -> str:
+    from tasks import stats
+
+    return stats.__file__
+
+
+class _LazyRaw(dict):
+    """Raw frames per data set, parsed only if a figure needs them (not when the figures are reused)."""
+
+    def __init__(self, resolved: dict[str, catalog.ResolvedData]):
+        super().__init__()
+        self._resolved = resolved
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._resolved
+
+    def __getitem__(self, name: str):
+        if not dict.__contains__(self, name):
+            dict.__setitem__(self, name, load_raw_once(self._resolved[name]))
+        return dict.__getitem__(self, name)
+
+
 @task(name="write-report", cache_policy=NO_CACHE)
 def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiments: list[str],
                  resolved: dict[str, catalog.ResolvedData],
@@ -226,11 +285,13 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
     reference = baselines.all_baselines(prepared, {name: study.experiments[name].task for name in prepared})
     best = report.best_cells(frame, study, experiments)
     confusion = inspect.confusion_of_best(best, prepared, study)
-    raw = {name: load_raw_once(data) for name, data in resolved.items()}
+    raw = _LazyRaw(resolved)
     # Each file is replaced atomically; the lock keeps a concurrent run from mixing its files with ours.
     with hold(out_dir / results.OUT_LOCK_NAME, what=f"the output folder {out_dir}"):
-        figure_set = figures.write_figures(out_dir, lambda folder: figures.render_all(
-            folder, results=frame, raw=raw, best=best, confusion=confusion, experiments=experiments))
+        figure_set = figures.write_figures_once(
+            out_dir, figures_key(frame, resolved, experiments, confusion),
+            lambda folder: figures.render_all(folder, results=frame, raw=raw, best=best, confusion=confusion,
+                                              experiments=experiments))
         markdown = report.build_report(frame, study=study, profile=profile, experiments=experiments,
                                        datasets=datasets, preprocessing={k: v.summary() for k, v in prepared.items()},
                                        run_info=info, baselines=reference, published=replication.load_published(),
