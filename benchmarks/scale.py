@@ -42,7 +42,8 @@ def run_configuration(workers: int, options: argparse.Namespace, scratch: Path, 
     """One `nnstudy run` on an empty state root; its wall times and results."""
     home, out = scratch / f"home-{workers}", scratch / f"out-{workers}"
     args = ["--profile", options.profile, "--datasets", options.datasets, "--data-dir", options.data_dir,
-            "--workers", str(workers), "--out", str(out)] + (["--seeds", options.seeds] if options.seeds else [])
+            "--workers", str(workers), "--engine", options.engine, "--out", str(out)] + (
+                ["--seeds", options.seeds] if options.seeds else [])
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "nnstudy.cli", "run", *args], cwd=scratch,
                           env=dict(env, NNSTUDY_HOME=str(home)), capture_output=True, text=True)
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--profile", default="sample", choices=("quick", "sample", "full"))
     parser.add_argument("--datasets", default="boston", help="comma-separated data sets (default: boston)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
+    parser.add_argument("--engine", default="fused", choices=("fused", "keras"),
+                        help="training engine (default: fused; keras gives one task per trial to spread)")
     parser.add_argument("--workers", type=_count_list, default=[1, 2],
                         help="worker counts to compare, 0 meaning in-process (default: 1,2)")
     options = parser.parse_args()
@@ -86,7 +89,8 @@ def main() -> None:
         env.update(PREFECT_HOME=str(scratch / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
         subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
                        check=True, capture_output=True)
-        print(f"profile {options.profile}, data sets {options.datasets}, {os.cpu_count()} CPUs, "
+        print(f"profile {options.profile}, data sets {options.datasets}, engine {options.engine}, "
+              f"{os.cpu_count()} CPUs, "
               f"python {sys.version.split()[0]}")
         print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n", flush=True)
         runs = []

@@ -171,7 +171,7 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
         home = scratch / f"home-{dataset}-{engine}"
         out_dir = scratch / f"out-{dataset}-{engine}"
         command = NNSTUDY + ["run", "--profile", "sample", "--study-file", str(study_file), "--datasets", dataset,
-                             "--seeds", str(options.seed), "--engine", engine, "--workers", "0",
+                             "--seeds", options.nnstudy_seeds or str(options.seed), "--engine", engine, "--workers", "0",
                              "--data-dir", str(data_dir), "--out", str(out_dir)]
         log = scratch / f"{dataset}-{name}.log"
         figure = run_measured(command, env=clean_env(NNSTUDY_HOME=str(home), PREFECT_API_URL=api_url),
@@ -186,7 +186,9 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
         results[f"nnstudy --engine {engine}"] = test
         print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s", flush=True)
 
-    print(f"\n{dataset} ({len(results['nnstudy --engine fused'])} cells, seed {options.seed})")
+    seeds = len((options.nnstudy_seeds or str(options.seed)).split(","))
+    cells = len(results["nnstudy --engine fused"]) // seeds
+    print(f"\n{dataset} ({cells} cells; plain loop seed {options.seed}, nnstudy {seeds} seed(s))")
     print("| run | wall (s) | peak RSS (MiB) | Prefect overhead (flow run time outside task runs) |")
     print("|---|---:|---:|---:|")
     for name, figure in figures.items():
@@ -194,16 +196,24 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
                     f"({100 * figure['overhead_s'] / figure['flow_s']:.0f} %)" if "flow_s" in figure else "–")
         print(f"| {name} | {figure['wall_s']:.1f} | {figure['peak_rss_mib']:.0f} | {overhead} |")
     fused = figures["nnstudy --engine fused"]["wall_s"]
+    per_seed = {name: f["wall_s"] / (1 if name == "plain keras loop" else seeds) for name, f in figures.items()}
     for name in ("plain keras loop", "nnstudy --engine keras"):
         if name in figures:
-            print(f"{name} / nnstudy --engine fused: {figures[name]['wall_s'] / fused:.1f}x")
+            print(f"{name} / nnstudy --engine fused, per seed: "
+                  f"{per_seed[name] / per_seed['nnstudy --engine fused']:.1f}x "
+                  f"({per_seed[name]:.1f} s vs {per_seed['nnstudy --engine fused']:.1f} s per seed)")
     print(f"cached rerun / fused first run: {100 * figures['nnstudy --engine fused rerun']['wall_s'] / fused:.1f} %")
     keys = ["experiment", "hidden_layers", "units", "activation", "epochs", "batch_size"]
-    reference = results["nnstudy --engine fused"].set_index(keys)
+    def one_seed(frame: pd.DataFrame) -> pd.DataFrame:  # the plain loop ran --seed only
+        return frame[frame["seed"] == options.seed] if "seed" in frame else frame
+
+    reference = one_seed(results["nnstudy --engine fused"]).set_index(keys)
     for name, frame in results.items():
         if name == "nnstudy --engine fused":
             continue
-        joined = frame.set_index(keys)[["value"]].join(reference[["value"]], rsuffix="_fused", how="inner")
+        frame = one_seed(frame)
+        joined = frame.set_index(keys)[["value"]].merge(reference[["value"]], left_index=True, right_index=True,
+                                                        suffixes=("", "_fused"))
         worst = (joined["value"] - joined["value_fused"]).abs()
         print(f"largest |{metric} difference| {name} vs fused (one seed, single runs): {worst.max():.4f} "
               f"(mean {worst.mean():.4f} over {len(joined)} cells)", flush=True)
@@ -213,7 +223,9 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the plain loop's seed, and nnstudy's (default: 0)")
+    parser.add_argument("--nnstudy-seeds", help="comma-separated seeds for the nnstudy runs instead of --seed; "
+                                                 "times are then also given per seed")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the plain Keras loop")
     parser.add_argument("--skip-keras-engine", action="store_true", help="leave out `nnstudy run --engine keras`")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
