@@ -9,6 +9,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nnstudy import __version__
@@ -67,10 +68,11 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
 # The task runner is chosen per run (see nnstudy.cluster) with `train_trials.with_options(task_runner=...)`.
 @flow(name="nnstudy-trials", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def train_trials(trials: list[TrialSpec], prepared: dict[str, PreparedRef], targets: dict[str, str],
-                 trial_dir: Path, tf_threads: int | None = None, engine: Engine = "fused") -> tuple[list[dict], int]:
+                 trial_dir: Path, tf_threads: int | None = None, engine: Engine = "fused",
+                 tags: bool = True) -> tuple[list[dict], int]:
     """Train every trial with the engine (cached in `trial_dir` per fusion group or per trial); returns the
     results rows and how many trials came from the cache."""
-    futures = submit_training(trials, engine, prepared, targets, trial_dir, tf_threads)
+    futures = submit_training(trials, engine, prepared, targets, trial_dir, tf_threads, tags)
     return gather_trials(futures, len(trials))
 
 
@@ -124,11 +126,13 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     plan = plan_execution(workers, dask_address, pending=count_uncached(trials, engine, prepared, settings.trial_dir))
     get_run_logger().info(plan.describe())
     trials_clock = time.perf_counter()
+    # Tag training runs for the UI and concurrency limits only on a server that outlives the run.
+    persistent_server = bool(PREFECT_API_URL.value())
     with prefect_api_for_workers(plan) as api_url:
         # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
         rows, cached = train_trials.with_options(task_runner=plan.task_runner(api_url))(
             trials, prepared, {name: e.target for name, e in experiments.items()}, settings.trial_dir,
-            plan.tf_threads, engine)
+            plan.tf_threads, engine, persistent_server)
     trials_seconds = time.perf_counter() - trials_clock
     get_run_logger().info("Trials: %d trained and %d cached in %.1f s (%s)", len(trials) - cached, cached,
                           trials_seconds, plan.kind)

@@ -204,25 +204,32 @@ def count_uncached(trials: list[TrialSpec], engine: str, prepared: dict[str, pre
 
 
 def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, preprocess.PreparedRef],
-                    targets: dict[str, str], result_storage: Path, tf_threads: int | None = None) -> dict:
+                    targets: dict[str, str], result_storage: Path, tf_threads: int | None = None,
+                    tags: bool = True) -> dict:
     """Submit the training tasks of an engine: one per fusion group (fused) or per trial (keras).
 
     Results are stored as JSON under `result_storage` (the state root's trials/), so a cache hit never
     unpickles a file from disk, and a record cut short by a crash reads as a miss and retrains.
+    `tags=False` submits them without tags (the data set's and `nnstudy-train`): on a temporary Prefect
+    server nobody set a concurrency limit or looks at the UI, and warm external Dask workers keep the
+    concurrency client of the first temporary server they met, so tagged task runs would fail there.
     Returns future -> (label, number of trials it trains).
     """
+    def tag(task_, dataset: str):
+        return tagged(task_, dataset) if tags else task_.with_options(tags=set())
+
     futures = {}
     for unit in training_units(trials, engine):
         first = unit[0]
         ref, target = prepared[first.experiment], targets[first.experiment]
         if engine == "keras":
-            task_ = tagged(train_trial.with_options(result_storage=result_storage, result_serializer="json"),
-                           first.dataset)
+            task_ = tag(train_trial.with_options(result_storage=result_storage, result_serializer="json"),
+                        first.dataset)
             futures[task_.submit(first, ref, target, tf_threads)] = (first.label, 1)
         else:
             label = fused.group_label(unit)
-            task_ = tagged(train_group.with_options(result_storage=result_storage, result_serializer="json",
-                                                    task_run_name=f"train {label}"), first.dataset)
+            task_ = tag(train_group.with_options(result_storage=result_storage, result_serializer="json",
+                                                 task_run_name=f"train {label}"), first.dataset)
             futures[task_.submit(unit, ref, target, tf_threads)] = (label, len(unit))
     return futures
 
