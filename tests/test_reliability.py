@@ -24,7 +24,8 @@ RESUME_STUDY = str(Path(__file__).parent / "data" / "resume_study.yaml")
 PROGRESS = re.compile(r"\[(\d+)/(\d+)\] (.+?): (trained in [\d.]+s|cached)")
 # Training tasks of resume_study.yaml per engine: one per trial, or one per batch size (fusion group).
 TASKS = {"keras": 6, "fused": 3}
-METRIC_COLUMNS = [c for c in RESULT_COLUMNS if c != "train_seconds"]
+# Where and how long a trial trained differ from run to run; everything else must be equal.
+METRIC_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("train_seconds", "worker")]
 
 
 # ----------------------------------------------------------------------------------------- settings
