@@ -35,7 +35,7 @@ def _best_test(rows: list[dict]) -> str:
     return f"{'best ' if len(tests) > 1 else ''}test {metric} {(max if higher_is_better else min)(values):.4f}"
 
 
-def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
+def gather_trials(futures: dict, total: int, progress_id=None) -> tuple[list[dict], int]:
     """Wait for the training futures (future -> (label, trials)), logging progress in trials.
 
     Raises one error listing every failed unit once all have finished; returns rows and the number of
@@ -43,7 +43,7 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
     """
     logger = get_run_logger()
     rows, cached, done, failures = [], 0, 0, []
-    progress = TrialProgress(total)
+    progress = TrialProgress(total, artifact_id=progress_id)
     for future in as_completed(list(futures)):
         future.wait()  # records the final state locally; the API's copy may lag behind
         state, (label, size) = future.state, futures[future]
@@ -69,11 +69,11 @@ def gather_trials(futures: dict, total: int) -> tuple[list[dict], int]:
 @flow(name="nnstudy-trials", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def train_trials(trials: list[TrialSpec], prepared: dict[str, PreparedRef], targets: dict[str, str],
                  trial_dir: Path, tf_threads: int | None = None, engine: Engine = "fused",
-                 tags: bool = True) -> tuple[list[dict], int]:
+                 tags: bool = True, progress_id: str | None = None) -> tuple[list[dict], int]:
     """Train every trial with the engine (cached in `trial_dir` per fusion group or per trial); returns the
     results rows and how many trials came from the cache."""
     futures = submit_training(trials, engine, prepared, targets, trial_dir, tf_threads, tags)
-    return gather_trials(futures, len(trials))
+    return gather_trials(futures, len(trials), progress_id)
 
 
 @flow(name="nnstudy", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -128,11 +128,13 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     trials_clock = time.perf_counter()
     # Tag training runs for the UI and concurrency limits only on a server that outlives the run.
     persistent_server = bool(PREFECT_API_URL.value())
+    # The progress artifact belongs to this (the main) flow run; the trials subflow moves it forward.
+    progress_id = str(TrialProgress(len(trials)).artifact_id)
     with prefect_api_for_workers(plan) as api_url:
         # Trial results live in the state root whatever PREFECT_HOME is, so the cache moves with it.
         rows, cached = train_trials.with_options(task_runner=plan.task_runner(api_url))(
             trials, prepared, {name: e.target for name, e in experiments.items()}, settings.trial_dir,
-            plan.tf_threads, engine, persistent_server)
+            plan.tf_threads, engine, persistent_server, progress_id)
     trials_seconds = time.perf_counter() - trials_clock
     get_run_logger().info("Trials: %d trained and %d cached in %.1f s (%s)", len(trials) - cached, cached,
                           trials_seconds, plan.kind)

@@ -45,10 +45,15 @@ def progress_text(done: int, total: int, cached: int, failed: int) -> str:
 class TrialProgress:
     """A progress artifact on the flow run, moved forward as trials finish."""
 
-    def __init__(self, total: int, key: str = "nnstudy-progress") -> None:
+    def __init__(self, total: int, key: str = "nnstudy-progress", artifact_id=None) -> None:
+        """Create the artifact on the current run, or move an existing one (`artifact_id`) forward."""
         self.total = total
-        self.artifact_id = create_progress_artifact(progress=0.0 if total else 100.0, key=key,
-                                                    description=progress_text(0, total, 0, 0))
+        if isinstance(artifact_id, str):
+            from uuid import UUID
+
+            artifact_id = UUID(artifact_id)
+        self.artifact_id = artifact_id or create_progress_artifact(
+            progress=0.0 if total else 100.0, key=key, description=progress_text(0, total, 0, 0))
 
     def update(self, done: int, cached: int, failed: int) -> None:
         """Set the artifact to `done` of `total` trials."""
