@@ -253,9 +253,11 @@ class LocalService:
         return self.api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
 
     def flow_run_task_runs(self, flow_run_id: str) -> list[dict]:
-        """The task runs of a flow run."""
-        return self.api("POST", "/task_runs/filter",
-                        {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
+        """The task runs of a flow run and of its subflow runs (the trials subflow)."""
+        children = self.api("POST", "/flow_runs/filter",
+                            {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+        ids = [flow_run_id] + [child["id"] for child in children]
+        return self.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": ids}}, "limit": 200})
 
 
 # ------------------------------------------------------------------ the `make service-up/down` helpers
