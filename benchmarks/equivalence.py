@@ -15,7 +15,6 @@ import argparse
 import itertools
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,24 +27,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 MNIST_SLICE = {"hidden_layers": [1, 2], "units": [32, 64], "activation": ["relu"], "epochs": [5],
                "batch_size": [128]}
-
-
-def prepared(data_dir: Path, experiment: str, scratch: Path) -> tuple[dict, dict]:
-    from schemas.study import load_study
-    from tasks import catalog, ingest, preprocess
-
-    spec = load_study().experiments[experiment]
-    resolved = catalog.resolve_dataset(spec.dataset, data_dir=data_dir, raw_dir=scratch / "raw",
-                                       accept_subsample=True, allow_download=False)
-    raw = ingest.load_raw(resolved)
-    settings = preprocess.PreprocessSettings.for_experiment(experiment, spec, max_train_rows=None,
-                                                            max_test_rows=None)
-    ready = preprocess.prepare_experiment(raw.frames, raw.arrays, settings)
-    arrays = {}
-    for split, table in (("train", ready.train), ("test", ready.test)):
-        arrays[f"x_{split}"] = table.drop(columns=[preprocess.TARGET_COLUMN]).to_numpy("float32")
-        arrays[f"y_{split}"] = table[preprocess.TARGET_COLUMN].to_numpy()
-    return arrays, dict(n_classes=ready.n_classes, target_mean=ready.target_mean, target_std=ready.target_std)
 
 
 def _one_thread() -> None:
@@ -84,28 +65,28 @@ def main() -> None:
     from schemas.study import load_study
     from tasks import fused, results
     from tasks.equivalence import compare
+    from tasks.preprocess import prepare_local
 
     boston_grid = load_study().experiments["boston"].grid.model_dump()
     tables = []
-    with tempfile.TemporaryDirectory(prefix="nnstudy-equivalence-") as scratch:
-        for experiment, grid, metric in (("boston", boston_grid, "rmse"), ("mnist", MNIST_SLICE, "f1")):
-            arrays, kwargs = prepared(options.data_dir.resolve(), experiment, Path(scratch))
-            trials = trials_for(experiment, grid, options.seeds)
-            fused_rows = []
-            for group in fused.fusion_groups(trials):
-                outcomes = fused.train_group(arrays, group, **kwargs)
-                for spec in group:
-                    fused_rows += results.trial_rows(spec, outcomes[spec.digest()], target="-", data_digest="-",
-                                                     engine="fused")
-            with ProcessPoolExecutor(options.processes, initializer=_one_thread) as pool:
-                keras_rows = [row for rows in pool.map(_keras_rows, [(arrays, kwargs, t) for t in trials])
-                              for row in rows]
-            result = compare(pd.DataFrame(fused_rows), pd.DataFrame(keras_rows), metric)
-            print(f"{experiment}: {result.summary()}", flush=True)
-            tables.append(result.cells.assign(metric=metric))
-            worst = result.cells.sort_values("p").head(3)
-            print(worst[["hidden_layers", "units", "activation", "epochs", "batch_size", "mean_a", "mean_b",
-                         "p", "p_holm"]].to_string(index=False), flush=True)
+    for experiment, grid, metric in (("boston", boston_grid, "rmse"), ("mnist", MNIST_SLICE, "f1")):
+        arrays, kwargs = prepare_local(experiment, options.data_dir.resolve())
+        trials = trials_for(experiment, grid, options.seeds)
+        fused_rows = []
+        for group in fused.fusion_groups(trials):
+            outcomes = fused.train_group(arrays, group, **kwargs)
+            for spec in group:
+                fused_rows += results.trial_rows(spec, outcomes[spec.digest()], target="-", data_digest="-",
+                                                 engine="fused")
+        with ProcessPoolExecutor(options.processes, initializer=_one_thread) as pool:
+            keras_rows = [row for rows in pool.map(_keras_rows, [(arrays, kwargs, t) for t in trials])
+                          for row in rows]
+        result = compare(pd.DataFrame(fused_rows), pd.DataFrame(keras_rows), metric)
+        print(f"{experiment}: {result.summary()}", flush=True)
+        tables.append(result.cells.assign(metric=metric))
+        worst = result.cells.sort_values("p").head(3)
+        print(worst[["hidden_layers", "units", "activation", "epochs", "batch_size", "mean_a", "mean_b",
+                     "p", "p_holm"]].to_string(index=False), flush=True)
     if options.csv:
         pd.concat(tables).to_csv(options.csv, index=False)
 

@@ -16,6 +16,7 @@ from nnstudy import __version__
 from nnstudy.cluster import plan_execution, prefect_api_for_workers
 from nnstudy.errors import TrialsFailed, join_some
 from nnstudy.settings import RunSettings
+from nnstudy.uptodate import request_key
 from schemas.study import ProfileName, TrialSpec, load_study
 from tasks.prefect_ui import TrialProgress, tagged
 from tasks.preprocess import PreparedRef, PreprocessSettings
@@ -102,6 +103,9 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
     """
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     settings = RunSettings.resolve(profile=profile, data_dir=data_dir, out=out, allow_unverified=allow_unverified)
+    # What the outputs depend on, taken before any data is read; the report's stamp records it.
+    key = request_key(profile=profile, datasets=datasets, seeds=seeds, study_file=study_file, engine=engine,
+                      allow_unverified=allow_unverified, data_dir=settings.data_dir)
     spec = load_study(Path(study_file) if study_file else None)
     run_profile = spec.profile(profile)
     experiments = spec.experiments_for(datasets)
@@ -144,7 +148,7 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
                 "wall_seconds": round(time.perf_counter() - clock, 1), "trials_seconds": round(trials_seconds, 1),
                 "executor": plan.describe(), "nnstudy_version": __version__}
     path = write_report(rows, study=spec, profile=profile, experiments=list(experiments), resolved=resolved,
-                        validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir)
+                        validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir, stamp_key=key)
     get_run_logger().info("Report written to %s", path)
     return str(path)
 

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the trials on the existing Dask cluster whose scheduler listens there; its "
                             "workers need this project importable and the state root (./data or "
                             "$NNSTUDY_HOME) at the same path")
+    run.add_argument("--force", action="store_true",
+                     help="run the flow even when the output folder already holds this run's report (by "
+                          "default an identical rerun, same arguments, data, code and packages, returns "
+                          "the existing report at once; the flow itself reuses every cached step either way)")
     run.add_argument("--verbose", action="store_true",
                      help="also show Prefect's per-task-run log lines and Dask's cluster log lines")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -123,7 +127,10 @@ def _run(args: argparse.Namespace) -> int:
     # Prefect reads its home when imported, so the state root is fixed before the flow module loads;
     # the flow itself resolves the remaining paths from the same arguments and environment.
     # Resolving here also refuses unusable paths before Prefect and TensorFlow start (tens of seconds).
-    use_state_root(RunSettings.resolve(profile=args.profile, out=args.out, data_dir=args.data_dir).home)
+    settings = RunSettings.resolve(profile=args.profile, out=args.out, data_dir=args.data_dir)
+    if not args.force and _up_to_date(args, settings):
+        return 0
+    use_state_root(settings.home)
     quiet_dask(verbose=args.verbose)
     if args.dask_address:  # fail now, not after Prefect has started and the data is validated
         from nnstudy.cluster import require_scheduler
@@ -137,6 +144,28 @@ def _run(args: argparse.Namespace) -> int:
                    engine=args.engine, workers=args.workers, dask_address=args.dask_address)
     print(f"\nReport:  {report}\nResults: {Path(report).with_name('results.parquet')}")
     return 0
+
+
+def _up_to_date(args: argparse.Namespace, settings: RunSettings) -> bool:
+    """Print where the report is and return True when the output folder already holds this run's outputs."""
+    from nnstudy import uptodate
+
+    key = uptodate.request_key(profile=args.profile, datasets=args.datasets, seeds=args.seeds,
+                               study_file=args.study_file, engine=args.engine,
+                               allow_unverified=args.allow_unverified, data_dir=settings.data_dir)
+    reason = uptodate.why_stale(settings.out_dir, key)
+    if reason is not None:
+        if (settings.out_dir / uptodate.STAMP_NAME).exists():
+            print(f"nnstudy: running the study: {reason}.", file=sys.stderr)
+        return False
+    run = uptodate.last_run(settings.out_dir)
+    print(f"nnstudy: up to date: the report of the run started {run.get('started', '?')} ({run.get('n_trials', '?')} "
+          f"trials, {run.get('wall_seconds', '?')} s) was made from the same arguments, data files, code and "
+          f"package versions, and no output has changed since. Nothing to run; --force runs the flow anyway.",
+          file=sys.stderr)
+    report = settings.out_dir / "report.md"
+    print(f"\nReport:  {report}\nResults: {report.with_name('results.parquet')}")
+    return True
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

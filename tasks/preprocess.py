@@ -274,7 +274,30 @@ def load_arrays(path: str, digest: str) -> dict[str, np.ndarray]:
         if actual != manifest["files"][split]:
             raise DataIntegrityError(f"Preprocessed cache file {file} was modified: sha256 {actual} but the "
                                      f"manifest says {manifest['files'][split]}; delete {directory} and run again.")
-        frame = pd.read_parquet(file)
-        arrays[f"x_{split}"] = frame.drop(columns=[TARGET_COLUMN]).to_numpy(dtype=np.float32)
-        arrays[f"y_{split}"] = frame[TARGET_COLUMN].to_numpy()
+        arrays.update(split_arrays(pd.read_parquet(file), split))
     return arrays
+
+
+def split_arrays(frame: pd.DataFrame, split: str) -> dict[str, np.ndarray]:
+    """`x_<split>` (float32 features) and `y_<split>` (target) of a preprocessed table."""
+    return {f"x_{split}": frame.drop(columns=[TARGET_COLUMN]).to_numpy(dtype=np.float32),
+            f"y_{split}": frame[TARGET_COLUMN].to_numpy()}
+
+
+def prepare_local(experiment: str, data_dir: Path, *, max_train_rows: int | None = None,
+                  max_test_rows: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """An experiment's arrays straight from a local data folder, without caches or Prefect (benchmarks,
+    tests): returns the arrays and the keyword arguments both engines take (n_classes, target scaling)."""
+    from schemas.study import load_study
+    from tasks import catalog, ingest
+
+    spec = load_study().experiments[experiment]
+    resolved = catalog.resolve_dataset(spec.dataset, data_dir=data_dir, raw_dir=data_dir,
+                                       accept_subsample=True, allow_download=False)
+    raw = ingest.load_raw(resolved)
+    settings = PreprocessSettings.for_experiment(experiment, spec, max_train_rows=max_train_rows,
+                                                 max_test_rows=max_test_rows)
+    prepared = prepare_experiment(raw.frames, raw.arrays, settings)
+    arrays = {**split_arrays(prepared.train, "train"), **split_arrays(prepared.test, "test")}
+    return arrays, dict(n_classes=prepared.n_classes, target_mean=prepared.target_mean,
+                        target_std=prepared.target_std)

@@ -18,6 +18,7 @@ from prefect.tasks import exponential_backoff
 from nnstudy.cluster import current_worker
 from nnstudy.errors import DataNotFoundError, DownloadError
 from nnstudy.locks import hold
+from nnstudy.uptodate import write_stamp
 from nnstudy.runtime import configure_tf_threads, quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
@@ -280,8 +281,13 @@ class _LazyRaw(dict):
 def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiments: list[str],
                  resolved: dict[str, catalog.ResolvedData],
                  validation: dict[str, list[validate.ValidationReport]],
-                 prepared: dict[str, preprocess.PreparedRef], run_info: dict, out_dir: Path) -> Path:
-    """Write results.parquet, validation JSON and report.md atomically, and attach the report to the run."""
+                 prepared: dict[str, preprocess.PreparedRef], run_info: dict, out_dir: Path,
+                 stamp_key: dict | None = None) -> Path:
+    """Write results.parquet, validation JSON and report.md atomically, and attach the report to the run.
+
+    With `stamp_key` (see nnstudy.uptodate), a stamp written last records that these outputs answer it,
+    so an identical `nnstudy run` can return them without running the flow.
+    """
     frame = results.results_frame(rows)
     datasets = [dict(resolved[name].to_dict(), description=catalog.load_catalog()[resolved[name].entry].description,
                      validation=[{"file": v.file, "success": v.success, "summary": v.summary()}
@@ -310,6 +316,10 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                                       json.dumps(payload, indent=2, default=str))
         results.write_text_atomic(out_dir / "data.json", json.dumps(datasets, indent=2, default=str))
         path = results.write_text_atomic(out_dir / "report.md", markdown)
+        if stamp_key is not None:
+            write_stamp(out_dir, stamp_key, [f.path for data in resolved.values() for f in data.files.values()],
+                        {"started": run_info["started"], "wall_seconds": run_info["wall_seconds"],
+                         "n_trials": run_info["n_trials"], "engine": run_info["engine"]})
     create_markdown_artifact(markdown=markdown, key=f"nnstudy-report-{profile}",
                              description=f"nnstudy report, profile {profile}")
     publish_results(frame.to_dict(orient="records"), profile)

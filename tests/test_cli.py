@@ -80,11 +80,24 @@ def test_quick_profile_end_to_end_then_cached_rerun(mirror_dir, tmp_path):
     assert "5,000-image subsample" in report and "6 trials (0 from cache)" in report
     assert "[6/6]" in done.stderr and "oneDNN" not in done.stderr and "absl" not in done.stderr
 
+    # Nothing changed: the CLI returns the report without starting Prefect or TensorFlow.
+    report_bytes = (out / "report.md").read_bytes()
+    same = nnstudy("run", "--profile", "quick", "--data-dir", str(mirror_dir), home=tmp_path / "home", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "nnstudy: up to date" in same.stderr and f"Report:  {out / 'report.md'}" in same.stdout
+    assert "prefect" not in same.stderr.lower() and "cached" not in same.stderr
+    assert (out / "report.md").read_bytes() == report_bytes
+
+    # A changed output (here a deleted figure) is noticed: the flow runs, takes every trial from the
+    # cache and draws the figure again.
+    figure = next((out / "figures").glob("*.png"))
+    figure.unlink()
     again = nnstudy("run", "--profile", "quick", "--data-dir", str(mirror_dir), home=tmp_path / "home", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert f"the output {figure} was changed, added or removed" in again.stderr
     # Fused engine: 4 training tasks (MNIST's and Boston's two cells each train as one group).
     assert again.stderr.count(": cached,") == 4 and "trained in" not in again.stderr
-    assert "cache hit" in again.stderr
+    assert "cache hit" in again.stderr and figure.is_file()
     assert "6 trials (6 from cache)" in (out / "report.md").read_text()
 
 

@@ -123,7 +123,8 @@ def test_quick_profile_on_an_external_cluster_matches_a_sequential_run(dask_clus
                                        check_names=False, rtol=1e-4, atol=1e-6)
 
     # A rerun on the cluster finds every trial in the trial cache, and keeps the workers that trained them.
-    again = nnstudy_run(*data, "--dask-address", address, "--out", "cluster", home=tmp_path / "c", cwd=tmp_path)
+    again = nnstudy_run(*data, "--dask-address", address, "--out", "cluster", "--force", home=tmp_path / "c",
+                        cwd=tmp_path)
     assert again.stderr.count(": cached,") == QUICK_TASKS and "trained in" not in again.stderr
     rerun_rows = pd.read_parquet(tmp_path / "cluster" / "results.parquet")
     pd.testing.assert_frame_equal(rerun_rows, cluster_rows)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.equivalence import compare, holm
+from tasks.preprocess import prepare_local
 
 
 def frame(means: list[float], seeds: int, noise: float, seed: int) -> pd.DataFrame:
@@ -43,25 +44,6 @@ def test_frames_without_common_cells_are_refused():
         compare(frame([1.0], 3, 0.1, 0), frame([1.0], 3, 0.1, 0).assign(units=64), "rmse")
 
 
-def prepared_arrays(mirror_dir, tmp_path, experiment: str, max_train_rows=None, max_test_rows=None):
-    from schemas.study import load_study
-    from tasks import catalog, ingest, preprocess
-
-    spec = load_study().experiments[experiment]
-    resolved = catalog.resolve_dataset(spec.dataset, data_dir=mirror_dir, raw_dir=tmp_path / "raw",
-                                       accept_subsample=True, allow_download=False)
-    raw = ingest.load_raw(resolved)
-    settings = preprocess.PreprocessSettings.for_experiment(experiment, spec, max_train_rows=max_train_rows,
-                                                            max_test_rows=max_test_rows)
-    prepared = preprocess.prepare_experiment(raw.frames, raw.arrays, settings)
-    arrays = {}
-    for split, table in (("train", prepared.train), ("test", prepared.test)):
-        arrays[f"x_{split}"] = table.drop(columns=[preprocess.TARGET_COLUMN]).to_numpy(np.float32)
-        arrays[f"y_{split}"] = table[preprocess.TARGET_COLUMN].to_numpy()
-    return arrays, dict(n_classes=prepared.n_classes, target_mean=prepared.target_mean,
-                        target_std=prepared.target_std)
-
-
 def engine_frames(arrays, kwargs, trials, target):
     from tasks import fused, results, train
 
@@ -84,14 +66,14 @@ def engine_frames(arrays, kwargs, trials, target):
     ("mnist", "f1", dict(hidden_layers=[1], units=[32, 64], activation=["relu"], epochs=[2], batch_size=[128]),
      (2000, 1000)),
 ])
-def test_fused_engine_is_statistically_indistinguishable_from_keras(mirror_dir, tmp_path, experiment, metric,
+def test_fused_engine_is_statistically_indistinguishable_from_keras(mirror_dir, experiment, metric,
                                                                      grid, rows):
     """Per cell, the test metric over 5 seeds: Welch t-test, Holm-corrected; and the mean difference's CI."""
     import itertools
 
     from schemas.study import TrialSpec
 
-    arrays, kwargs = prepared_arrays(mirror_dir, tmp_path, experiment, *rows)
+    arrays, kwargs = prepare_local(experiment, mirror_dir, max_train_rows=rows[0], max_test_rows=rows[1])
     task = "regression" if experiment == "boston" else "classification"
     trials = [TrialSpec(experiment=experiment, dataset=experiment, task=task, hidden_layers=h, units=u,
                         activation=a, epochs=e, batch_size=b, seed=s)

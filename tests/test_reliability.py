@@ -201,6 +201,9 @@ def test_two_runs_at_once_on_one_state_root_and_output_folder(mirror_dir: Path, 
     assert list(results.columns) == RESULT_COLUMNS and len(results) == 12
     assert "6 trials" in (out / "report.md").read_text()
     assert not [p.name for p in out.rglob("*.tmp")]
-    # Both left complete trial records: a third run trains nothing.
-    third = progress(finish(cli("--data-dir", str(mirror_dir), "--out", str(out), home=home, cwd=tmp_path)))
+    # Both left complete trial records: a third run of the flow trains nothing...
+    third = progress(finish(cli("--data-dir", str(mirror_dir), "--out", str(out), "--force", home=home, cwd=tmp_path)))
     assert set(third.values()) == {"cached"}
+    # ...and without --force it does not even start: the outputs it left are up to date.
+    fourth = finish(cli("--data-dir", str(mirror_dir), "--out", str(out), home=home, cwd=tmp_path))
+    assert "nnstudy: up to date" in fourth and not progress(fourth)
