@@ -12,6 +12,7 @@ TensorFlow thread each) to halve the wait; nothing here is timed.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import itertools
 import os
 import sys
@@ -78,7 +79,9 @@ def main() -> None:
             for spec in group:
                 fused_rows += results.trial_rows(spec, outcomes[spec.digest()], target="-", data_digest="-",
                                                  engine="fused")
-        with ProcessPoolExecutor(options.processes, initializer=_one_thread) as pool:
+        # Fresh (spawned) processes: a forked one would inherit this process's TensorFlow, already running.
+        with ProcessPoolExecutor(options.processes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
             keras_rows = [row for rows in pool.map(_keras_rows, [(arrays, kwargs, t) for t in trials])
                           for row in rows]
         result = compare(pd.DataFrame(fused_rows), pd.DataFrame(keras_rows), metric)

@@ -7,7 +7,8 @@ One grid slice, one seed, run three ways in this process tree:
 1. a plain sequential Keras loop written the way the published study would be (one `Sequential` per cell,
    `fit(epochs=E, batch_size=B)`), implemented below with its own data loading and nothing from nnstudy;
 2. `nnstudy run --engine keras` (one Prefect task and one Keras model per cell);
-3. `nnstudy run --engine fused` (one Prefect task per fusion group), then again with nothing changed.
+3. `nnstudy run --engine fused` (one Prefect task per fusion group), then again with nothing changed:
+   the same command (answered by the up-to-date check) and with `--force` (the flow, all cached).
 
 The slice is the full Boston grid (72 cells) and an MNIST slice (8 cells on the 5,000-image subsample) of
 the sample profile. nnstudy runs against one loopback Prefect server started here (as a deployment would),
@@ -165,19 +166,26 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
             sys.exit(f"plain loop failed:\n{(scratch / f'plain-{dataset}.log').read_text()[-3000:]}")
         results["plain keras loop"] = pd.DataFrame(json.loads(out.read_text()))
         print(f"{dataset}: plain keras loop {figures['plain keras loop']['wall_s']:.1f} s", flush=True)
-    engines = ([] if options.skip_keras_engine else ["keras"]) + ["fused", "fused rerun"]
+    # "fused rerun": the same command again, answered by the up-to-date check without running the flow;
+    # "fused rerun --force": the flow runs and takes every step from its caches.
+    engines = ([] if options.skip_keras_engine else ["keras"]) + ["fused", "fused rerun", "fused rerun --force"]
     for name in engines:
         engine = name.split()[0]
         home = scratch / f"home-{dataset}-{engine}"
         out_dir = scratch / f"out-{dataset}-{engine}"
         command = NNSTUDY + ["run", "--profile", "sample", "--study-file", str(study_file), "--datasets", dataset,
                              "--seeds", options.nnstudy_seeds or str(options.seed), "--engine", engine, "--workers", "0",
-                             "--data-dir", str(data_dir), "--out", str(out_dir)]
-        log = scratch / f"{dataset}-{name}.log"
+                             "--data-dir", str(data_dir), "--out", str(out_dir)] + (
+                                 ["--force"] if name.endswith("--force") else [])
+        log = scratch / f"{dataset}-{name.replace(' ', '_')}.log"
         figure = run_measured(command, env=clean_env(NNSTUDY_HOME=str(home), PREFECT_API_URL=api_url),
                               cwd=scratch, log=log)
         if figure["returncode"] != 0:
             sys.exit(f"{name} failed:\n{log.read_text()[-3000:]}")
+        if "nnstudy: up to date" in log.read_text():
+            figures[f"nnstudy --engine {name} (up to date, no flow run)"] = figure
+            print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s (up to date)", flush=True)
+            continue
         figure["flow_s"], figure["overhead_s"] = orchestration_overhead(api_url)
         figures[f"nnstudy --engine {name}"] = figure
         frame = pd.read_parquet(out_dir / "results.parquet")
@@ -202,7 +210,9 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
             print(f"{name} / nnstudy --engine fused, per seed: "
                   f"{per_seed[name] / per_seed['nnstudy --engine fused']:.1f}x "
                   f"({per_seed[name]:.1f} s vs {per_seed['nnstudy --engine fused']:.1f} s per seed)")
-    print(f"cached rerun / fused first run: {100 * figures['nnstudy --engine fused rerun']['wall_s'] / fused:.1f} %")
+    for name, figure in figures.items():
+        if "rerun" in name:
+            print(f"{name.removeprefix('nnstudy --engine ')} / fused first run: {100 * figure['wall_s'] / fused:.1f} %")
     keys = ["experiment", "hidden_layers", "units", "activation", "epochs", "batch_size"]
     def one_seed(frame: pd.DataFrame) -> pd.DataFrame:  # the plain loop ran --seed only
         return frame[frame["seed"] == options.seed] if "seed" in frame else frame

@@ -17,7 +17,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,8 @@ class LocalService:
     state_dir: Path
     port: int = DEFAULT_PORT
     prefect_home: Path | None = None
+    # Filled when a `running` block ends: PIDs that outlived it (empty when everything stopped).
+    left_running: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def home(self) -> Path:
@@ -247,6 +251,28 @@ class LocalService:
                 raise ServiceError(f"Flow run {flow_run_id} is still {run['state']['name']} after {timeout:.0f} s; "
                                    f"see {self.state_dir / 'worker.log'}.")
             time.sleep(2)
+
+    @contextmanager
+    def running(self, project_dir: Path, *, worker_name: str = "nnstudy-worker",
+                env: dict[str, str] | None = None) -> Iterator[LocalService]:
+        """Server, pool, deployments and a worker for the length of a `with` block, all stopped after it.
+
+        On the way out each process group is stopped (SIGTERM, then SIGKILL), then any process still
+        running with this PREFECT_HOME (a flow run in a group of its own); their PIDs are left in
+        `self.left_running`, empty when everything stopped.
+        """
+        started: list[subprocess.Popen] = []
+        self.left_running.clear()
+        try:
+            started.append(self.start_server(env=env))
+            self.wait_until_healthy(started[0])
+            self.set_up(project_dir, env=env)
+            started.append(self.start_worker(project_dir, name=worker_name, env=env))
+            yield self
+        finally:
+            self.left_running.extend(p.pid for p in reversed(started) if not stop_process_group(p.pid, p))
+            self.left_running.extend(stop_leftovers(self.home))
+            self.left_running.extend(p.pid for p in started if group_alive(p.pid) and p.pid not in self.left_running)
 
     def flow_run_artifacts(self, flow_run_id: str) -> list[dict]:
         """The artifacts attached to a flow run (its tasks' included), latest version of each."""

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nnstudy.service import LocalService, ServiceError, free_port, stop_process_group  # noqa: E402
+from nnstudy.service import LocalService, ServiceError, free_port  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--hide-scrollbars", "--no-first-run"]
@@ -57,30 +57,26 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch)
         local = LocalService(state_dir=scratch / "service", port=free_port())
         env = {"NNSTUDY_HOME": str(scratch / "home"), "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
-        started = []
         try:
-            started.append(local.start_server(env=env))
-            local.wait_until_healthy(started[0])
-            local.set_up(ROOT, env=env)
-            started.append(local.start_worker(ROOT, env=env))
-            params = {"out": str(scratch / "reports")} | ({"data_dir": args.data_dir} if args.data_dir else {})
-            flow_run_id = local.run_deployment("quick", ROOT, params, env=env)
-            print(f"flow run {local.ui_url}/runs/flow-run/{flow_run_id}: waiting for it to finish...")
-            run = local.wait_for_flow_run(flow_run_id)
-            print(f"flow run {run['name']}: {run['state']['name']}")
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-            artifacts = {a["key"]: a["id"] for a in local.flow_run_artifacts(flow_run_id)}
-            for name, (page, window) in PAGES.items():
-                url = (f"{local.ui_url}/runs/flow-run/{flow_run_id}" if page == "flow-run"
-                       else f"{local.ui_url}/artifacts/artifact/{artifacts[page]}")
-                screenshot(browser, url, args.out_dir / name, window, scratch / "chromium", args.wait_ms)
-                print(f"saved {args.out_dir / name} ({url})")
+            with local.running(ROOT, env=env):
+                params = {"out": str(scratch / "reports")} | ({"data_dir": args.data_dir} if args.data_dir else {})
+                flow_run_id = local.run_deployment("quick", ROOT, params, env=env)
+                print(f"flow run {local.ui_url}/runs/flow-run/{flow_run_id}: waiting for it to finish...")
+                run = local.wait_for_flow_run(flow_run_id)
+                print(f"flow run {run['name']}: {run['state']['name']}")
+                args.out_dir.mkdir(parents=True, exist_ok=True)
+                artifacts = {a["key"]: a["id"] for a in local.flow_run_artifacts(flow_run_id)}
+                for name, (page, window) in PAGES.items():
+                    url = (f"{local.ui_url}/runs/flow-run/{flow_run_id}" if page == "flow-run"
+                           else f"{local.ui_url}/artifacts/artifact/{artifacts[page]}")
+                    screenshot(browser, url, args.out_dir / name, window, scratch / "chromium", args.wait_ms)
+                    print(f"saved {args.out_dir / name} ({url})")
         except ServiceError as exc:
             print(f"screenshot_ui: error: {exc}", file=sys.stderr)
             return 1
-        finally:
-            for process in reversed(started):
-                stop_process_group(process.pid, process)
+        if local.left_running:
+            print(f"screenshot_ui: processes left running: {local.left_running}", file=sys.stderr)
+            return 1
     return 0
 
 

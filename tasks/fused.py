@@ -19,7 +19,6 @@ One epoch is one compiled TensorFlow function (XLA where available); Python only
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
@@ -32,8 +31,8 @@ import numpy as np
 from schemas.study import TrialSpec
 from tasks.train import output_layer, score
 
-# Bump when fused training changes in a way that changes results, so cached groups are not reused.
-FUSED_VERSION = "1"
+# Bump when fused training changes what it records (results, train_seconds), so cached groups are not reused.
+FUSED_VERSION = "2"
 # Rows scored per forward pass when evaluating (bounds memory on the full MNIST training set).
 EVAL_CHUNK = 16384
 # XLA compiles an epoch in a few seconds and then runs its steps several times faster than the plain
@@ -318,7 +317,8 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     """Train a fusion group; returns, per trial digest, the same outcome dict as the Keras engine.
 
     Each outcome holds metrics per split after the trial's own epoch count, `train_seconds` (its share
-    of the group's training time: the group's time over its models, times its fraction of the epochs),
+    of the group's training time: split evenly over the models, then over each model's trials in
+    proportion to their epochs, so the shares add up to the group's time),
     `n_rows`, and `loss_curve` per split (one loss per epoch up to the trial's epochs); with
     `return_predictions`, also `test_predictions`.
     """
@@ -328,8 +328,7 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     first = trials[0]
     if any(group_key(t) != group_key(first) for t in trials):
         raise ValueError(f"trials of different fusion groups given to one group: {group_label(trials)}")
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session(free_memory=False)  # the last group collected its garbage when it ended
     members, where = _members(trials)
     max_epochs = max(epochs for _, epochs in where.values())
     checkpoints = sorted({epochs for _, epochs in where.values()})
@@ -362,6 +361,9 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     seconds = time.perf_counter() - started
 
     n_rows = {split: int(len(arrays[f"y_{split}"])) for split in ("train", "test")}
+    epoch_totals = [0] * len(members)  # per model, the epochs of all its trials: the weights of their shares
+    for m, epochs in where.values():
+        epoch_totals[m] += epochs
     outcomes = {}
     for trial in trials:
         m, epochs = where[trial.digest()]
@@ -369,11 +371,10 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
                    for split in ("train", "test")}
         outcomes[trial.digest()] = {
             "metrics": metrics, "n_rows": n_rows,
-            "train_seconds": seconds / len(members) * epochs / max_epochs,
+            "train_seconds": seconds / len(members) * epochs / epoch_totals[m],
             "loss_curve": {split: [float(curves[split][e][m]) for e in range(epochs)] for split in ("train", "test")}}
         if return_predictions:
             outcomes[trial.digest()]["test_predictions"] = scored[epochs]["test"][m]
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    del model, x, y, x_test, y_test_t
+    keras.backend.clear_session()  # and gc.collect(): this group's graphs and variables go now
     return outcomes

@@ -94,6 +94,19 @@ def test_cells_differing_only_in_epochs_share_one_run():
     assert together[short.digest()]["metrics"]["test"] == pytest.approx(separate["metrics"]["test"], nan_ok=True)
     np.testing.assert_allclose(together[long.digest()]["loss_curve"]["train"][:2],
                                separate["loss_curve"]["train"], rtol=1e-5)
+    # One run, shared in proportion to the epochs: the 5-epoch cell is charged 5/7 of it, not all of it.
+    shares = [together[t.digest()]["train_seconds"] for t in (short, long)]
+    assert shares[1] == pytest.approx(shares[0] * 5 / 2)
+
+
+def test_train_seconds_shares_split_evenly_over_models_then_by_epochs():
+    arrays = toy_arrays("regression")
+    cells = [spec(units=u, epochs=e) for u in (4, 8) for e in (1, 3)]
+    outcomes = fused.train_group(arrays, cells, n_classes=None, target_mean=None, target_std=None,
+                                 jit_compile=False)
+    seconds = {(t.units, t.epochs): outcomes[t.digest()]["train_seconds"] for t in cells}
+    assert seconds[4, 1] + seconds[4, 3] == pytest.approx(seconds[8, 1] + seconds[8, 3])
+    assert seconds[4, 3] == pytest.approx(3 * seconds[4, 1]) and seconds[8, 3] == pytest.approx(3 * seconds[8, 1])
 
 
 @pytest.mark.parametrize("task,n_classes", [("regression", None), ("classification", 2), ("classification", 4)])

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nnstudy.service import (POOL, LocalService, ServiceError, free_port, group_alive, processes_with_home,
-                             stop_leftovers, stop_process_group)
+from nnstudy.service import POOL, LocalService, ServiceError, free_port, processes_with_home, stop_leftovers
 from schemas.study import load_study
 from tasks.fused import fusion_groups, group_label
 
@@ -25,19 +24,9 @@ def service(tmp_path, mirror_dir):
     # The state root (trial cache, preprocessed data) is temporary too, so the first run trains for real.
     # The scheduler is off: deploying creates scheduled runs that this test must not race with.
     env = {"NNSTUDY_HOME": str(tmp_path / "home"), "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
-    started = []
-    try:
-        started.append(local.start_server(env=env))
-        local.wait_until_healthy(started[0])
-        local.set_up(ROOT, env=env)
-        started.append(local.start_worker(ROOT, name="e2e-worker", env=env))
+    with local.running(ROOT, worker_name="e2e-worker", env=env):
         yield local, env
-    finally:
-        survivors = [p.pid for p in reversed(started) if not stop_process_group(p.pid, p)]
-        leftovers = stop_leftovers(local.home)  # e.g. a flow run in its own process group
-        assert not survivors, f"process groups still alive after SIGTERM and SIGKILL: {survivors}"
-        assert not leftovers, f"processes left running with PREFECT_HOME={local.home}: {leftovers}"
-        assert not any(group_alive(p.pid) for p in started)
+    assert not local.left_running, f"processes left running after SIGTERM and SIGKILL: {local.left_running}"
 
 
 def run_quick(local: LocalService, env: dict, mirror: Path, out: Path) -> dict:
