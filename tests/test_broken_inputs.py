@@ -20,6 +20,7 @@ from tasks.catalog import file_digests, resolve_dataset
 from tasks.ingest import load_raw
 from tasks.steps import expected_rows
 from tasks.validate import raise_if_failed, validate_raw
+from tests.helpers import migrated_state_root
 
 pytestmark = pytest.mark.mirror
 ENTRY_OF = {"adult": "adult", "boston": "boston", "mnist": "mnist-5k"}
@@ -296,7 +297,7 @@ def test_cli_refuses_broken_input_and_leaves_earlier_outputs_alone(mirror_dir: P
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         (out / relative).write_bytes(content)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NNSTUDY_"))}
-    env["NNSTUDY_HOME"] = str(home)
+    env["NNSTUDY_HOME"] = str(migrated_state_root(home))
     done = subprocess.run([sys.executable, "-m", "nnstudy.cli", "run", "--datasets", case.dataset,
                            "--data-dir", str(data_dir), "--out", str(out), "--allow-unverified"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

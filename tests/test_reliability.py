@@ -19,6 +19,7 @@ from nnstudy.errors import SettingsError
 from nnstudy.locks import LockTimeout, hold, try_lock
 from nnstudy.settings import RunSettings
 from tasks.results import RESULT_COLUMNS
+from tests.helpers import migrated_state_root
 
 RESUME_STUDY = str(Path(__file__).parent / "data" / "resume_study.yaml")
 PROGRESS = re.compile(r"\[(\d+)/(\d+)\] (.+?): (trained in [\d.]+s|cached)")
@@ -145,7 +146,7 @@ def kill_group(process: subprocess.Popen) -> list[psutil.Process]:
 @pytest.mark.mirror
 @pytest.mark.parametrize("engine", ["fused", "keras"])
 def test_killed_mid_grid_a_rerun_recomputes_no_finished_trial(mirror_dir: Path, tmp_path: Path, engine: str) -> None:
-    home, out = tmp_path / "home", tmp_path / "out"
+    home, out = migrated_state_root(tmp_path / "home"), tmp_path / "out"
     kill_after = TASKS[engine] // 3
     run = cli("--data-dir", str(mirror_dir), "--out", str(out), "--engine", engine, home=home, cwd=tmp_path)
     lines, finished = [], {}
@@ -176,7 +177,7 @@ def test_killed_mid_grid_a_rerun_recomputes_no_finished_trial(mirror_dir: Path, 
     assert not [p.name for p in out.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
 
     fresh = progress(finish(cli("--data-dir", str(mirror_dir), "--out", str(tmp_path / "fresh"), "--engine", engine,
-                                home=tmp_path / "fresh-home", cwd=tmp_path)))
+                                home=migrated_state_root(tmp_path / "fresh-home"), cwd=tmp_path)))
     assert set(fresh.values()) == {"trained"}
     pd.testing.assert_frame_equal(metrics(out / "results.parquet"), metrics(tmp_path / "fresh" / "results.parquet"))
 
