@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnstudy import __version__
 from nnstudy.errors import ClusterError, NnstudyError
-from nnstudy.runtime import preload_in_background, quiet_dask, quiet_libraries, tidy_console, use_state_root
+from nnstudy.runtime import quiet_dask, quiet_libraries, tidy_console, use_state_root
 from nnstudy.settings import RunSettings
 
 DATASETS = ("mnist", "boston", "adult")
@@ -136,7 +136,6 @@ def _run(args: argparse.Namespace) -> int:
         from nnstudy.cluster import require_scheduler
 
         require_scheduler(args.dask_address)
-    preload_in_background("tensorflow", "keras")
     from flows.study import study
 
     tidy_console(verbose=args.verbose, debug=args.debug)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import atexit
-import importlib
 import logging
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import IO
 
@@ -61,25 +59,6 @@ def configure_tf_threads(threads: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as exc:  # already initialised with other sizes
         logging.getLogger(__name__).warning("TensorFlow keeps its thread pools: %s", exc)
-
-
-def preload_in_background(*modules: str) -> threading.Thread:
-    """Import `modules` in a daemon thread, so that loading them overlaps with Prefect's start-up.
-
-    TensorFlow takes seconds to import and nothing needs it until the first training or validation
-    task, while the main thread spends those seconds importing Prefect and waiting for its temporary
-    server. An import that fails here is left alone: the real import later raises where it matters.
-    """
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - reported by the import that needs the module
-                return
-
-    thread = threading.Thread(target=load, name="nnstudy-preload", daemon=True)
-    thread.start()
-    return thread
 
 
 def use_state_root(home: Path) -> None:
