@@ -148,7 +148,8 @@ def study(profile: ProfileName = "quick", datasets: list[DatasetName] | None = N
                 "wall_seconds": round(time.perf_counter() - clock, 1), "trials_seconds": round(trials_seconds, 1),
                 "executor": plan.describe(), "nnstudy_version": __version__}
     path = write_report(rows, study=spec, profile=profile, experiments=list(experiments), resolved=resolved,
-                        validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir, stamp_key=key)
+                        validation=validation, prepared=prepared, run_info=run_info, out_dir=settings.out_dir,
+                        stamp_key=key)
     get_run_logger().info("Report written to %s", path)
     return str(path)
 

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from nnstudy.digests import sha256_file
+
 STAMP_NAME = ".nnstudy-run.json"
 STAMP_VERSION = 1
 # Code whose change can change the outputs, and packages whose version can.
@@ -36,14 +38,6 @@ PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow
             "great-expectations", "matplotlib", "prefect")
 # Written in the output folder by a run but not part of its outputs.
 NOT_OUTPUTS = {STAMP_NAME, ".nnstudy.lock"}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files_under(folder: Path, suffixes: set[str] | None = None) -> Iterable[Path]:
@@ -69,9 +63,10 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the named distributions; those not installed are left out."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

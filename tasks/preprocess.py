@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from nnstudy.digests import sha256_file
 from nnstudy.errors import DataIntegrityError
 from schemas.study import Experiment
 
@@ -204,14 +205,6 @@ def cache_key(settings: PreprocessSettings, input_digests: dict[str, str]) -> st
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_dir_for(cache_root: Path, settings: PreprocessSettings, key: str) -> Path:
     """Where one preprocessed experiment lives: cache_root/<experiment>/<key prefix>."""
     return cache_root / settings.experiment / key[:16]
@@ -237,7 +230,7 @@ def write_prepared(prepared: Prepared, directory: Path, key: str) -> dict:
                     "n_features": prepared.train.shape[1] - 1, "n_classes": prepared.n_classes,
                     "target_mean": prepared.target_mean, "target_std": prepared.target_std,
                     "missing": prepared.missing,
-                    "files": {s: _sha256(staging / f"{s}.parquet") for s in ("train", "test")}}
+                    "files": {s: sha256_file(staging / f"{s}.parquet") for s in ("train", "test")}}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(staging, directory)
@@ -270,7 +263,7 @@ def load_arrays(path: str, digest: str) -> dict[str, np.ndarray]:
     arrays = {}
     for split in ("train", "test"):
         file = directory / f"{split}.parquet"
-        actual = _sha256(file)
+        actual = sha256_file(file)
         if actual != manifest["files"][split]:
             raise DataIntegrityError(f"Preprocessed cache file {file} was modified: sha256 {actual} but the "
                                      f"manifest says {manifest['files'][split]}; delete {directory} and run again.")

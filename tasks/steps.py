@@ -7,7 +7,6 @@ import json
 import os
 import platform
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -18,7 +17,7 @@ from prefect.tasks import exponential_backoff
 from nnstudy.cluster import current_worker
 from nnstudy.errors import DataNotFoundError, DownloadError
 from nnstudy.locks import hold
-from nnstudy.uptodate import write_stamp
+from nnstudy.uptodate import package_versions, write_stamp
 from nnstudy.runtime import configure_tf_threads, quiet_libraries
 from nnstudy.settings import RunSettings
 from schemas.study import StudySpec, TrialSpec
@@ -235,17 +234,6 @@ def submit_training(trials: list[TrialSpec], engine: str, prepared: dict[str, pr
     return futures
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the results."""
-    found = {}
-    for name in REPORTED_PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def figures_key(frame, resolved: dict[str, catalog.ResolvedData], experiments: list[str], confusion: dict) -> str:
     """What the figures are drawn from: results (timings and workers aside), raw files, code."""
     content = frame.drop(columns=["train_seconds", "worker"], errors="ignore").to_json(orient="records")
@@ -293,7 +281,7 @@ def write_report(rows: list[dict], *, study: StudySpec, profile: str, experiment
                      validation=[{"file": v.file, "success": v.success, "summary": v.summary()}
                                  for v in validation[name]])
                 for name in resolved]
-    info = dict(run_info, packages=package_versions(), python=platform.python_version(),
+    info = dict(run_info, packages=package_versions(REPORTED_PACKAGES), python=platform.python_version(),
                 machine=f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPU cores")
     reference = baselines.all_baselines(prepared, {name: study.experiments[name].task for name in prepared})
     best = report.best_cells(frame, study, experiments)
