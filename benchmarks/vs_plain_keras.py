@@ -8,12 +8,14 @@ One grid slice, one seed, run three ways in this process tree:
    `fit(epochs=E, batch_size=B)`), implemented below with its own data loading and nothing from nnstudy;
 2. `nnstudy run --engine keras` (one Prefect task and one Keras model per cell);
 3. `nnstudy run --engine fused` (one Prefect task per fusion group), then again with nothing changed:
-   the same command (answered by the up-to-date check) and with `--force` (the flow, all cached).
+   the same command (answered by the up-to-date check) and with `--force` (the flow, all cached);
+   and once more with the sample profile's three seeds on its own empty state root, timed per seed.
 
 The slice is the full Boston grid (72 cells) and an MNIST slice (8 cells on the 5,000-image subsample) of
 the sample profile. nnstudy runs against one loopback Prefect server started here (as a deployment would),
-each with an empty state root. Prints each wall time, the ratios, peak RSS, the largest metric differences,
-the cached rerun's time, and Prefect's orchestration overhead (flow-run time not spent inside task runs).
+each with an empty state root. Prints each wall time, also per seed, the training tasks' own time (from
+their `trained in` log lines), the ratios, peak RSS, the largest metric differences, the cached rerun's
+time, and Prefect's orchestration overhead (flow-run time not spent inside task runs).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import gzip
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -167,14 +170,22 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
         results["plain keras loop"] = pd.DataFrame(json.loads(out.read_text()))
         print(f"{dataset}: plain keras loop {figures['plain keras loop']['wall_s']:.1f} s", flush=True)
     # "fused rerun": the same command again, answered by the up-to-date check without running the flow;
-    # "fused rerun --force": the flow runs and takes every step from its caches.
+    # "fused rerun --force": the flow runs and takes every step from its caches;
+    # "fused, seeds ...": the sample profile's seeds in one run, on its own empty state root.
+    seeds = options.nnstudy_seeds or str(options.seed)
     engines = ([] if options.skip_keras_engine else ["keras"]) + ["fused", "fused rerun", "fused rerun --force"]
+    profile_seeds = ",".join(str(s) for s in options.profile_seeds)
+    if not options.nnstudy_seeds and profile_seeds != seeds:
+        engines.append(f"fused, seeds {profile_seeds}")
+    run_seeds: dict[str, int] = {}
     for name in engines:
-        engine = name.split()[0]
-        home = scratch / f"home-{dataset}-{engine}"
-        out_dir = scratch / f"out-{dataset}-{engine}"
+        engine = name.split()[0].rstrip(",")
+        name_seeds = name.split("seeds ")[1] if "seeds " in name else seeds
+        run_seeds[f"nnstudy --engine {name}"] = len(name_seeds.split(","))
+        home = scratch / f"home-{dataset}-{engine}" / name_seeds
+        out_dir = scratch / f"out-{dataset}-{engine}" / name_seeds
         command = NNSTUDY + ["run", "--profile", "sample", "--study-file", str(study_file), "--datasets", dataset,
-                             "--seeds", options.nnstudy_seeds or str(options.seed), "--engine", engine, "--workers", "0",
+                             "--seeds", name_seeds, "--engine", engine, "--workers", "0",
                              "--data-dir", str(data_dir), "--out", str(out_dir)] + (
                                  ["--force"] if name.endswith("--force") else [])
         log = scratch / f"{dataset}-{name.replace(' ', '_')}.log"
@@ -187,29 +198,43 @@ def measure(dataset: str, options, data_dir: Path, study_file: Path, scratch: Pa
             print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s (up to date)", flush=True)
             continue
         figure["flow_s"], figure["overhead_s"] = orchestration_overhead(api_url)
+        # The training tasks' own time, as their log lines give it ("trained in 2.5s").
+        figure["training_s"] = sum(float(t) for t in re.findall(r": trained in ([0-9.]+)s", log.read_text()))
         figures[f"nnstudy --engine {name}"] = figure
+        if "seeds " in name:  # compared per seed below; its metrics are not the one-seed comparison's
+            print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s", flush=True)
+            continue
         frame = pd.read_parquet(out_dir / "results.parquet")
         test = frame[frame["split"] == "test"].copy()
         test["metric"], test["value"] = metric, test[metric]
         results[f"nnstudy --engine {engine}"] = test
         print(f"{dataset}: nnstudy --engine {name} {figure['wall_s']:.1f} s", flush=True)
 
-    seeds = len((options.nnstudy_seeds or str(options.seed)).split(","))
+    seeds = len(seeds.split(","))
     cells = len(results["nnstudy --engine fused"]) // seeds
-    print(f"\n{dataset} ({cells} cells; plain loop seed {options.seed}, nnstudy {seeds} seed(s))")
-    print("| run | wall (s) | peak RSS (MiB) | Prefect overhead (flow run time outside task runs) |")
-    print("|---|---:|---:|---:|")
+    print(f"\n{dataset} ({cells} cells; plain loop seed {options.seed}, nnstudy {seeds} seed(s) unless named)")
+    print("| run | seeds | wall (s) | per seed (s) | training tasks (s) | peak RSS (MiB) | "
+          "Prefect overhead (flow run time outside task runs) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, figure in figures.items():
+        n = run_seeds.get(name, 1)
         overhead = (f"{figure['overhead_s']:.1f} s of {figure['flow_s']:.1f} s "
                     f"({100 * figure['overhead_s'] / figure['flow_s']:.0f} %)" if "flow_s" in figure else "–")
-        print(f"| {name} | {figure['wall_s']:.1f} | {figure['peak_rss_mib']:.0f} | {overhead} |")
+        training = f"{figure['training_s']:.1f}" if "training_s" in figure else "–"
+        print(f"| {name} | {n} | {figure['wall_s']:.1f} | {figure['wall_s'] / n:.1f} | {training} | "
+              f"{figure['peak_rss_mib']:.0f} | {overhead} |")
     fused = figures["nnstudy --engine fused"]["wall_s"]
-    per_seed = {name: f["wall_s"] / (1 if name == "plain keras loop" else seeds) for name, f in figures.items()}
+    per_seed = {name: f["wall_s"] / run_seeds.get(name, 1) for name, f in figures.items()}
+    fused_runs = [name for name in figures if name == "nnstudy --engine fused" or "seeds " in name]
     for name in ("plain keras loop", "nnstudy --engine keras"):
-        if name in figures:
-            print(f"{name} / nnstudy --engine fused, per seed: "
-                  f"{per_seed[name] / per_seed['nnstudy --engine fused']:.1f}x "
-                  f"({per_seed[name]:.1f} s vs {per_seed['nnstudy --engine fused']:.1f} s per seed)")
+        for fused_name in fused_runs if name in figures else []:
+            print(f"{name} / {fused_name}, per seed: {per_seed[name] / per_seed[fused_name]:.1f}x "
+                  f"({per_seed[name]:.1f} s vs {per_seed[fused_name]:.1f} s per seed)")
+    if "plain keras loop" in figures:
+        for fused_name in fused_runs:
+            training = figures[fused_name]["training_s"] / run_seeds[fused_name]
+            print(f"plain keras loop / {fused_name}, training tasks only, per seed: "
+                  f"{per_seed['plain keras loop'] / training:.1f}x ({training:.1f} s per seed)")
     for name, figure in figures.items():
         if "rerun" in name:
             print(f"{name.removeprefix('nnstudy --engine ')} / fused first run: {100 * figure['wall_s'] / fused:.1f} %")
@@ -245,6 +270,7 @@ def main() -> None:
     data_dir = options.data_dir.resolve()
 
     study = yaml.safe_load((ROOT / "schemas" / "study.yaml").read_text())
+    options.profile_seeds = study["profiles"]["sample"]["seeds"]
     boston_grid = study["experiments"]["boston"]["grid"]
     if options.plain_worker:  # the plain loop, in its own process so its memory is measured alone
         rows = plain_loop(data_dir, options.datasets, boston_grid, dict(MNIST_SLICE), options.seed)
