@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +189,17 @@ class FusedMLP:
             self.kernels[i].assign(np.asarray(kernel, "float32"))
             self.biases[i].assign(np.asarray(bias, "float32"))
 
+    def restart(self, layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Start training anew from these weights: Adam's moments and step count back to zero.
+
+        A restarted model trains exactly as a new one with the same structure, and reuses the epoch
+        functions it compiled before.
+        """
+        self.set_weights(layers)
+        for slot in self.momentums + self.velocities:
+            slot.assign(np.zeros(slot.shape, "float32"))
+        self.iterations.assign(0.0)
+
     def model_weights(self, m: int, hidden_layers: int, units: int) -> list[np.ndarray]:
         """Model `m`'s own weights in Keras' order (kernel, bias per layer), padding and identities removed."""
         layers = list(range(hidden_layers)) + [self.depth]
@@ -304,6 +317,45 @@ class FusedMLP:
         return raw.argmax(axis=2)
 
 
+# One model per group structure, kept for the process's lifetime and restarted for each group of that
+# structure. XLA keeps every executable it compiles until the process ends, even once its function is gone,
+# so a new model per group grew a long-lived worker by about 13 MiB per XLA-compiled group; a kept model
+# compiles once per structure (and skips tracing its epoch again).
+_MODELS: dict[tuple, FusedMLP] = {}
+_MODELS_IN_USE: set[tuple] = set()
+_MODELS_LOCK = threading.Lock()
+
+
+@contextmanager
+def model_for(**structure) -> Iterator[FusedMLP]:
+    """The kept `FusedMLP` of this structure (FusedMLP's keyword arguments), or a new one that is then kept.
+
+    While one thread trains a kept model, another asking for the same structure gets a model of its own.
+    """
+    key = tuple(sorted((name, tuple(value) if isinstance(value, (list, tuple)) else value)
+                       for name, value in structure.items()))
+    with _MODELS_LOCK:
+        shared = key not in _MODELS_IN_USE
+        if shared:
+            _MODELS_IN_USE.add(key)
+    try:
+        if not shared:
+            yield FusedMLP(**structure)
+            return
+        if key not in _MODELS:
+            _MODELS[key] = FusedMLP(**structure)
+        yield _MODELS[key]
+    finally:
+        if shared:
+            with _MODELS_LOCK:
+                _MODELS_IN_USE.discard(key)
+
+
+def kept_models() -> int:
+    """How many group structures have a kept model in this process."""
+    return len(_MODELS)
+
+
 def epoch_orders(members: Sequence[Member], n_rows: int, epochs: int):
     """Each model's row permutation per epoch, drawn from its own seed: yields [M, n_rows] per epoch."""
     generators = [np.random.default_rng([member.rng_seed, 1]) for member in members]
@@ -323,7 +375,6 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     `return_predictions`, also `test_predictions`.
     """
     import keras
-    import tensorflow as tf
 
     first = trials[0]
     if any(group_key(t) != group_key(first) for t in trials):
@@ -331,7 +382,6 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
     keras.backend.clear_session(free_memory=False)  # the last group collected its garbage when it ended
     members, where = _members(trials)
     max_epochs = max(epochs for _, epochs in where.values())
-    checkpoints = sorted({epochs for _, epochs in where.values()})
 
     y_train = arrays["y_train"]
     y_test = arrays["y_test"]
@@ -340,11 +390,25 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
         y_test = ((y_test - target_mean) / target_std).astype("float32")
     if jit_compile is None:
         jit_compile = max_epochs * -(-len(y_train) // first.batch_size) >= JIT_MIN_STEPS
-    model = FusedMLP(n_features=arrays["x_train"].shape[1], depths=[m.hidden_layers for m in members],
-                     units=[m.units for m in members], activations=[m.activation for m in members],
-                     task=first.task, n_classes=n_classes, batch_size=first.batch_size,
-                     jit_compile=jit_compile)
-    model.set_weights(initial_weights(members, model.dims[0], model.n_out))
+    with model_for(n_features=arrays["x_train"].shape[1], depths=[m.hidden_layers for m in members],
+                   units=[m.units for m in members], activations=[m.activation for m in members],
+                   task=first.task, n_classes=n_classes, batch_size=first.batch_size,
+                   jit_compile=jit_compile) as model:
+        model.restart(initial_weights(members, model.dims[0], model.n_out))
+        outcomes = _train(model, arrays, trials, members, where, y_train, y_test, n_classes=n_classes,
+                          target_mean=target_mean, target_std=target_std, return_predictions=return_predictions)
+    keras.backend.clear_session()  # and gc.collect(): this group's tensors and arrays go now
+    return outcomes
+
+
+def _train(model: FusedMLP, arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], members: list[Member],
+           where: dict[str, tuple[int, int]], y_train: np.ndarray, y_test: np.ndarray, *, n_classes: int | None,
+           target_mean: float | None, target_std: float | None, return_predictions: bool) -> dict[str, dict]:
+    """Train a restarted model on a group's trials and score each trial at its epoch count."""
+    import tensorflow as tf
+
+    max_epochs = max(epochs for _, epochs in where.values())
+    checkpoints = sorted({epochs for _, epochs in where.values()})
     x, y = tf.constant(arrays["x_train"]), tf.constant(y_train)
     x_test, y_test_t = tf.constant(arrays["x_test"]), tf.constant(y_test)
 
@@ -375,6 +439,4 @@ def train_group(arrays: dict[str, np.ndarray], trials: Sequence[TrialSpec], *, n
             "loss_curve": {split: [float(curves[split][e][m]) for e in range(epochs)] for split in ("train", "test")}}
         if return_predictions:
             outcomes[trial.digest()]["test_predictions"] = scored[epochs]["test"][m]
-    del model, x, y, x_test, y_test_t
-    keras.backend.clear_session()  # and gc.collect(): this group's graphs and variables go now
     return outcomes

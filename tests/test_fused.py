@@ -132,3 +132,35 @@ def test_a_fused_group_of_one_matches_a_plain_keras_model(task, n_classes, jit):
             reference.train_on_batch(x[rows], y[rows])
     for ours, theirs in zip(model.model_weights(0, 2, 8), reference.get_weights()):
         np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_kept_model_restarted_for_another_group_trains_it_exactly_as_a_new_model(monkeypatch, jit_compile):
+    arrays = toy_arrays("regression")
+    kwargs = dict(n_classes=None, target_mean=None, target_std=None, jit_compile=jit_compile)
+    first = [spec(hidden_layers=h, units=u, epochs=3, seed=0) for h, u in ((1, 8), (2, 4))]
+    second = [t.model_copy(update={"seed": 5}) for t in first]  # same structure, other weights and orders
+    monkeypatch.setattr(fused, "_MODELS", {})
+    fused.train_group(arrays, first, **kwargs)
+    assert fused.kept_models() == 1
+    reused = fused.train_group(arrays, second, **kwargs)
+    assert fused.kept_models() == 1  # the second group restarted the first group's model
+    monkeypatch.setattr(fused, "_MODELS", {})
+    fresh = fused.train_group(arrays, second, **kwargs)
+    for trial in second:
+        for split in ("train", "test"):
+            assert reused[trial.digest()]["loss_curve"][split] == fresh[trial.digest()]["loss_curve"][split]
+            assert reused[trial.digest()]["metrics"][split] == pytest.approx(  # classification metrics are NaN
+                fresh[trial.digest()]["metrics"][split], rel=0, abs=0, nan_ok=True)
+
+
+def test_a_structure_in_use_is_not_shared_with_a_second_caller(monkeypatch):
+    monkeypatch.setattr(fused, "_MODELS", {})
+    structure = dict(n_features=5, depths=[1], units=[4], activations=["relu"], task="regression",
+                     n_classes=None, batch_size=16, jit_compile=False)
+    with fused.model_for(**structure) as kept:
+        with fused.model_for(**structure) as other:
+            assert other is not kept
+    with fused.model_for(**structure) as again:
+        assert again is kept
+    assert fused.kept_models() == 1
