@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -75,7 +77,9 @@ def main() -> None:
                     print(f"  round {round_ + 1}, task {count:3d}: RSS {process.memory_info().rss / MIB:7,.0f} MiB "
                           f"after {label} ({time.perf_counter() - started:.1f} s)", flush=True)
         round_end.append(process.memory_info().rss / MIB)
-        print(f"round {round_ + 1} done: {count} tasks, RSS {round_end[-1]:,.0f} MiB", flush=True)
+        peak_so_far = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"round {round_ + 1} done: {count} tasks, RSS {round_end[-1]:,.0f} MiB, "
+              f"peak RSS so far {peak_so_far:,.0f} MiB", flush=True)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_round = count // options.rounds
@@ -86,6 +90,11 @@ def main() -> None:
     if len(round_end) > 1:
         growth = (round_end[-1] - round_end[0]) / ((len(round_end) - 1) * per_round)
         print(f"growth per training task after the first round: {growth:+.2f} MiB")
+    if len(round_end) > 2:
+        # The first round builds what later rounds reuse (kept models, allocator pools): the trend after it,
+        # a least-squares line through the ends of rounds 2..N, is what a leak would show as.
+        slope = float(np.polyfit(np.arange(len(round_end) - 1), round_end[1:], 1)[0]) / per_round
+        print(f"trend of the round-end RSS over rounds 2-{len(round_end)}: {slope:+.2f} MiB per training task")
 
 
 if __name__ == "__main__":
