@@ -1,12 +1,12 @@
 """The fused engine: the models of a grid slice trained together as one stacked computation.
 
 A grid study trains many tiny MLPs whose time goes to per-step framework overhead, not arithmetic.
-Cells that share a data set, a layer count and a batch size take the same number of steps of the same
-shapes, so they train as one model with a leading *model axis*:
+Cells of one experiment that share a batch size take the same number of steps of the same shapes, so
+they train as one model with a leading *model axis*:
 
 - every Dense kernel is stacked to ``[M, in, out]`` and applied with ``einsum``; narrower models are
   padded to the widest and masked, so padded units stay exactly zero (zero weights, masked activations,
-  masked gradients);
+  masked gradients), and shallower models get frozen identity layers;
 - each model keeps its own activation, its own initialisation seed and its own shuffled batch order per
   epoch, drawn from its seed alone, so a model trains the same whichever group it is in;
 - the loss is the sum of the models' mean losses, so each model's gradient is what it would be alone,
@@ -15,6 +15,8 @@ shapes, so they train as one model with a leading *model axis*:
   requested count (the first ``e`` epochs of a longer run are exactly an ``e``-epoch run).
 
 One epoch is one compiled TensorFlow function (XLA where available); Python only loops over epochs.
+A process keeps one model per group structure and restarts it for the next group of that structure, so
+each structure is traced and compiled once per process.
 """
 
 from __future__ import annotations
