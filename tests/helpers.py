@@ -1,5 +1,6 @@
 """Test helpers: where the local data mirror is, and how a refused input is checked."""
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ def assert_refused(read, path: Path, fragments: list[str], error: type[Exception
 def _migrated_prefect_db() -> Path:
     """A Prefect database with every migration applied, made once per test session."""
     home = Path(tempfile.mkdtemp(prefix="nnstudy-test-prefect-template-"))
+    atexit.register(shutil.rmtree, home, True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
@@ -47,3 +49,8 @@ def migrated_state_root(home: Path) -> Path:
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_migrated_prefect_db(), home / "prefect" / "prefect.db")
     return home
+
+
+def state_root(home: Path) -> Path:
+    """`home` as it is when it exists (a rerun on the same state root), else a new migrated one."""
+    return home if home.exists() else migrated_state_root(home)

@@ -11,13 +11,13 @@ import pytest
 
 from nnstudy.cli import main
 from tasks.results import RESULT_COLUMNS
-from tests.helpers import migrated_state_root
+from tests.helpers import state_root
 
 
 def nnstudy(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process with its own state root, as a user would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NNSTUDY_"))}
-    env["NNSTUDY_HOME"] = str(home if home.exists() else migrated_state_root(home))
+    env["NNSTUDY_HOME"] = str(state_root(home))
     return subprocess.run([sys.executable, "-m", "nnstudy.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 

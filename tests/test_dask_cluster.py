@@ -15,7 +15,7 @@ import pytest
 from schemas.study import load_study
 from tasks.fused import fusion_groups
 from tasks.metrics import ALL_METRICS
-from tests.helpers import migrated_state_root
+from tests.helpers import state_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.mirror]
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,7 @@ def dask_cluster(tmp_path):
 
 def nnstudy_run(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "nnstudy.cli", "run", "--profile", "quick", *args],
-                          cwd=cwd, env=clean_env(NNSTUDY_HOME=str(home if home.exists() else migrated_state_root(home))),
-                          capture_output=True, text=True,
+                          cwd=cwd, env=clean_env(NNSTUDY_HOME=str(state_root(home))), capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
     return done

@@ -104,4 +104,3 @@ def test_the_key_covers_the_code_and_package_versions(tmp_path, monkeypatch):
     assert len(key["code"]) == 64 and "pandas" in key["packages"]
     monkeypatch.setattr(uptodate, "CODE_SUFFIXES", {".py"})  # fewer files hashed: a different digest
     assert uptodate.code_digest() != key["code"]
-
